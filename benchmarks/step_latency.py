@@ -1,0 +1,137 @@
+"""Per-key latency of the engine on the bundled model, against a bare KV-cached decode step.
+
+For prompts of 32, 128, 512 and 1024 tokens it times, as medians:
+  decode      a bare single-token forward over a DynamicCache, SDPA, plain transformers model
+  recompute   one forward over the whole prompt, no cache (what the earlier tool did per key)
+  append_table  engine.append with the lens off: the next-token table ready
+  append_all    engine.append with every per-position result, the per-layer lens included
+  pop         engine.pop (a cache crop)
+  switch      engine.set_tokens to a branch sharing all but the last 8 tokens
+and prints the ratios to decode. The last line is a one-line summary.
+
+Run: ./dev.sh bench step_latency   (or .venv/bin/python benchmarks/step_latency.py [--lengths 32,128])
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from transformers import AutoModelForCausalLM, DynamicCache
+
+from token_explorer.engine import Engine
+from token_explorer.model.loading import bundled_gguf, convert_gguf, load_model
+
+TEXT = (
+    "Question: Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May? Reasoning: Natalia sold 48/2 = 24 clips in May. "
+    "Natalia sold 48+24 = 72 clips altogether in April and May. Answer: 72. "
+)
+
+
+def median_ms(fn, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def prompt_ids(engine: Engine, n: int) -> list[int]:
+    ids: list[int] = []
+    while len(ids) < n + 1:
+        ids += engine.tokenize(TEXT)
+    return ids[: n + 1]  # n prompt tokens + the token to append
+
+
+def bench_length(n: int, bare, engines: dict[str, Engine], reps: int) -> dict[str, float]:
+    plain, full = engines["table"], engines["all"]
+    ids = prompt_ids(plain, n)
+    prompt, extra = ids[:n], ids[n]
+    row: dict[str, float] = {}
+
+    cache = DynamicCache(config=bare.config)
+    with torch.no_grad():
+        bare(torch.tensor([prompt]), past_key_values=cache, use_cache=True)
+        step = torch.tensor([[extra]])
+
+        def decode():
+            bare(step, past_key_values=cache, use_cache=True)
+            cache.crop(-1) if _negative_crop() else cache.crop(n)
+
+        decode()
+        row["decode"] = median_ms(decode, reps)
+        row["recompute"] = median_ms(lambda: bare(torch.tensor([prompt + [extra]])), max(3, reps // 5))
+
+    for key, engine in (("append_table", plain), ("append_all", full)):
+        engine.set_tokens(prompt)
+        engine.append(extra)
+        engine.pop()
+        times, pops = [], []
+        for _ in range(reps):
+            start = time.perf_counter()
+            engine.append(extra)
+            times.append((time.perf_counter() - start) * 1000)
+            start = time.perf_counter()
+            engine.pop()
+            pops.append((time.perf_counter() - start) * 1000)
+        row[key] = statistics.median(times)
+        if key == "append_all":
+            row["pop"] = statistics.median(pops)
+
+    branch = prompt[:-8] + list(reversed(prompt[-8:]))
+    full.set_tokens(prompt)
+    switches = []
+    for _ in range(max(3, reps // 3)):
+        for target in (branch, prompt):
+            start = time.perf_counter()
+            full.set_tokens(target)
+            switches.append((time.perf_counter() - start) * 1000)
+    row["switch"] = statistics.median(switches)
+    return row
+
+
+def _negative_crop() -> bool:
+    import transformers
+
+    return int(transformers.__version__.split(".")[0]) >= 5
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", default="32,128,512,1024")
+    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    lengths = [int(x) for x in args.lengths.split(",")]
+
+    folder = convert_gguf(bundled_gguf())
+    bare = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="sdpa").to(args.device).eval()
+    engines = {
+        "table": Engine(load_model("bundled", device=args.device), lens=False),
+        "all": Engine(load_model("bundled", device=args.device), lens=True),
+    }
+    print(f"bundled SmolLM2-135M-Instruct on {args.device}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, median of {args.reps} (ms)")
+    header = ["tokens", "decode", "recompute", "append_table", "append_all", "pop", "switch"]
+    print("  ".join(f"{h:>12}" for h in header) + "   ratios to decode: table / all / recompute / switch")
+    rows = {}
+    for n in lengths:
+        row = bench_length(n, bare, engines, args.reps)
+        rows[n] = row
+        d = row["decode"]
+        print("  ".join(f"{v:>12.2f}" for v in [n] + [row[h] for h in header[1:]])
+              + f"   {row['append_table'] / d:.2f} / {row['append_all'] / d:.2f} / "
+              f"{row['recompute'] / d:.1f} / {row['switch'] / d:.2f}")
+    n = max(lengths)
+    r = rows[n]
+    print(f"append_table/decode@{n}={r['append_table'] / r['decode']:.2f} "
+          f"append_all/decode@{n}={r['append_all'] / r['decode']:.2f} pop_ms@{n}={r['pop']:.2f} "
+          f"recompute/decode@{n}={r['recompute'] / r['decode']:.1f} switch/decode@{n}={r['switch'] / r['decode']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

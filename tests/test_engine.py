@@ -1,0 +1,164 @@
+"""The stepping engine against independent full recomputes on tiny random models."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from token_explorer.engine import Engine, open_engine
+from token_explorer.errors import UserError
+
+TEXT = "Once upon a time, there was a café ✓"
+
+
+@pytest.fixture
+def engine(tiny_dir) -> Engine:
+    return open_engine(str(tiny_dir), device="cpu", top_k=20, temperature=0.7)
+
+
+def full_logits(engine: Engine, ids) -> torch.Tensor:
+    """(T, V) float64 logits of one plain forward over the whole sequence, no cache."""
+    with torch.no_grad():
+        return engine.loaded.model(torch.tensor([list(ids)])).logits[0].double()
+
+
+def check_against_full(engine: Engine, snap) -> None:
+    logits = full_logits(engine, snap.tokens)
+    logp = torch.log_softmax(logits, -1)
+    for i, pos in enumerate(snap.positions):
+        top = logits[i].topk(len(pos.top_ids))
+        np.testing.assert_allclose(pos.top_logits, top.values.numpy(), atol=1e-4)
+        np.testing.assert_allclose(pos.top_probs, logp[i].exp()[pos.top_ids].numpy(), atol=1e-5)
+        ent = -(logp[i].exp() * logp[i]).sum().item() / math.log(2)
+        assert pos.entropy_bits == pytest.approx(ent, abs=1e-4)
+        t = pos.temperature
+        assert pos.energy == pytest.approx(-t * torch.logsumexp(logits[i] / t, -1).item(), abs=1e-4)
+        if i == 0:
+            assert pos.token_prob is None and pos.token_rank is None
+            continue
+        prev = logits[i - 1]
+        assert pos.token_prob == pytest.approx(logp[i - 1, snap.tokens[i]].exp().item(), abs=1e-5)
+        assert pos.token_rank == int((prev > prev[snap.tokens[i]]).sum()) + 1
+        z = (prev[snap.tokens[i]] - prev.mean()) / prev.std(correction=0)
+        assert pos.token_z == pytest.approx(z.item(), abs=1e-3)
+
+
+def test_prefill_matches_full_recompute(engine):
+    snap = engine.set_tokens(engine.tokenize(TEXT))
+    assert len(snap) > 10
+    check_against_full(engine, snap)
+
+
+def test_incremental_steps_match_full_recompute(engine):
+    ids = engine.tokenize(TEXT)
+    engine.set_tokens(ids[:3])
+    for token in ids[3:]:
+        snap = engine.append(token)
+    assert snap.tokens == tuple(ids)
+    check_against_full(engine, snap)
+
+
+def test_pop_then_append_is_identical(engine):
+    ids = engine.tokenize(TEXT)
+    before = engine.set_tokens(ids)
+    engine.pop()
+    engine.pop()
+    after = engine.append(ids[-2])
+    after = engine.append(ids[-1])
+    for a, b in zip(before.positions, after.positions):
+        np.testing.assert_allclose(a.top_logits, b.top_logits, atol=1e-5)
+        assert a.token_prob == pytest.approx(b.token_prob, abs=1e-6) if a.token_prob else b.token_prob is None
+        np.testing.assert_allclose(a.lens.kl_to_final_bits, b.lens.kl_to_final_bits, atol=1e-4)
+        if a.lens.token_prob is not None:
+            np.testing.assert_allclose(a.lens.token_prob, b.lens.token_prob, atol=1e-6)
+
+
+def test_prefix_reuse_matches_a_fresh_engine(engine, tiny_dir):
+    ids = engine.tokenize(TEXT)
+    engine.set_tokens(ids)
+    branch = ids[:-4] + engine.tokenize(" sea dog")
+    reused = engine.set_tokens(branch)
+    fresh = open_engine(str(tiny_dir), device="cpu", top_k=20, temperature=0.7).set_tokens(branch)
+    for a, b in zip(reused.positions, fresh.positions):
+        np.testing.assert_allclose(a.top_logits, b.top_logits, atol=1e-4)
+        np.testing.assert_allclose(a.lens.entropy_bits, b.lens.entropy_bits, atol=1e-4)
+    check_against_full(engine, reused)
+
+
+def test_prefix_reuse_runs_only_the_rest(engine, monkeypatch):
+    ids = engine.tokenize(TEXT)
+    engine.set_tokens(ids)
+    seen: list[int] = []
+    original = engine.session._forward
+    monkeypatch.setattr(engine.session, "_forward", lambda chunk: (seen.append(len(chunk)), original(chunk))[1])
+    engine.set_tokens(ids[:-3] + ids[-2:])
+    assert seen == [2]
+    engine.pop()
+    assert seen == [2], "pop runs no forward"
+
+
+def test_lens_last_layer_is_the_real_distribution(engine):
+    snap = engine.set_tokens(engine.tokenize(TEXT))
+    for pos in snap.positions:
+        np.testing.assert_array_equal(pos.lens.top_ids[-1][:5], pos.top_ids[:5])
+        np.testing.assert_allclose(pos.lens.top_probs[-1], pos.top_probs, atol=1e-5)
+        assert pos.lens.kl_to_final_bits[-1] == pytest.approx(0.0, abs=1e-5)
+        if pos.token_prob is not None:
+            assert pos.lens.token_prob[-1] == pytest.approx(pos.token_prob, abs=1e-5)
+            assert pos.lens.token_rank[-1] == pos.token_rank
+
+
+def test_lens_middle_layer_equals_norm_and_unembedding_by_hand(engine):
+    ids = engine.tokenize(TEXT)
+    snap = engine.set_tokens(ids)
+    model = engine.loaded.model
+    with torch.no_grad():
+        hidden = model(torch.tensor([ids]), output_hidden_states=True).hidden_states
+        norm = model.transformer.ln_f if hasattr(model, "transformer") else model.model.norm
+        for layer in (1, len(hidden) - 2):
+            logp = torch.log_softmax(model.lm_head(norm(hidden[layer][0])).double(), -1)  # (T, V)
+            for i, pos in enumerate(snap.positions):
+                np.testing.assert_allclose(pos.lens.top_probs[layer], logp[i].exp()[pos.lens.top_ids[layer]], atol=1e-5)
+                if i:
+                    assert pos.lens.token_prob[layer] == pytest.approx(logp[i - 1, ids[i]].exp().item(), abs=1e-5)
+
+
+def test_probabilities_sum_to_one_when_all_are_kept(tiny_dirs):
+    engine = open_engine(str(tiny_dirs["llama"]), device="cpu", top_k=10_000)
+    snap = engine.set_tokens(engine.tokenize(TEXT))
+    for pos in snap.positions:
+        assert len(pos.top_ids) == engine.info.vocab_size
+        assert float(pos.top_probs.sum()) == pytest.approx(1.0, abs=1e-4)
+        assert float(pos.lens.top_probs.sum(-1).min()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_split_characters_are_shown_as_bytes(engine):
+    texts = engine.token_texts(engine.tokenize("✓"))
+    assert "".join(texts).count("<0x") >= 1 or texts == ["✓"]
+    assert "\ufffd" not in "".join(engine.token_texts(engine.tokenize(TEXT)))
+
+
+def test_sampling_is_seeded_and_filters(engine):
+    engine.set_tokens(engine.tokenize(TEXT))
+    top = engine.snapshot().next.top_ids
+    assert engine.sample(temperature=1.0, seed=3) == engine.sample(temperature=1.0, seed=3)
+    assert engine.sample(temperature=0.0) == top[0]
+    assert all(engine.sample(top_k=2, seed=s) in top[:2] for s in range(10))
+    assert all(engine.sample(top_p=1e-6, seed=s) == top[0] for s in range(5))
+
+
+def test_bad_prompts_are_user_errors(engine):
+    with pytest.raises(UserError, match="empty"):
+        engine.set_tokens([])
+    limit = engine.info.max_positions
+    with pytest.raises(UserError, match="context"):
+        engine.set_tokens([5] * (limit + 1))
+    engine.set_tokens([5])
+    with pytest.raises(UserError, match="only token"):
+        engine.pop()
+    with pytest.raises(UserError, match="vocabulary"):
+        engine.append(10**6)
+    assert engine.snapshot().tokens == (5,), "a failed step leaves the prompt as it was"

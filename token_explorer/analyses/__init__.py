@@ -1,0 +1,1 @@
+"""Pure functions: captured tensors + parameters -> plain results. No model, no UI."""

@@ -1,0 +1,144 @@
+"""Entry points: ``token-explorer`` (the explorer) and ``token-explorer peek`` (headless)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import Settings, load_settings
+from .errors import UserError
+
+SUBCOMMANDS = ("peek",)
+
+
+def _config_path(given: str | None) -> Path | None:
+    """``--config`` if given, else ./config.toml if present, else the user's config file if present."""
+    if given:
+        return Path(given)
+    here = Path("config.toml")
+    if here.is_file():
+        return here
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "token_explorer" / "config.toml"
+    return xdg if xdg.is_file() else None
+
+
+def _model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="PATH", help="configuration file (default: ./config.toml if present)")
+    parser.add_argument("--model", "-m", metavar="M", help="'bundled' (SmolLM2-135M-Instruct), a local folder, or a hub id")
+    parser.add_argument("--device", metavar="D", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weights dtype (default float32)")
+    parser.add_argument("--bf16", action="store_true", help="same as --dtype bfloat16")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own code to run")
+
+
+def build_parser(command: str) -> argparse.ArgumentParser:
+    """The argument parser of ``command`` ('explore' or 'peek')."""
+    if command == "peek":
+        parser = argparse.ArgumentParser(prog="token-explorer peek",
+                                         description="Print the analysis of every position of a prompt.")
+        source = parser.add_mutually_exclusive_group(required=True)
+        source.add_argument("--prompt", "-p", metavar="TEXT", help="the prompt text")
+        source.add_argument("--input", "-i", metavar="FILE", help="read the prompt from a UTF-8 text file")
+        parser.add_argument("--top-k", type=int, default=5, metavar="K", help="candidates per position (default 5)")
+        parser.add_argument("--lens", action="store_true", help="add the per-layer logit lens")
+        parser.add_argument("--json", action="store_true", help="print one JSON document (schema in README)")
+        _model_flags(parser)
+        return parser
+    parser = argparse.ArgumentParser(
+        prog="token-explorer",
+        description="Step through a language model's generation one token at a time. "
+        "Subcommands: 'token-explorer peek --help'.",
+    )
+    parser.add_argument("--input", "-i", metavar="FILE", help="start from the text of this file")
+    parser.add_argument("--layer_prob", "--layer-prob", action="store_true", help="start in the layer (logit lens) view")
+    parser.add_argument("--seed", type=int, help="random seed for sampling")
+    _model_flags(parser)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(_config_path(args.config))
+    dtype = "bfloat16" if args.bf16 else args.dtype
+    settings = settings.with_overrides("model", name=args.model, device=args.device, dtype=dtype,
+                                       trust_remote_code=True if args.trust_remote_code else None)
+    if getattr(args, "layer_prob", False):
+        settings = settings.with_overrides("engine", lens=True)
+    return settings
+
+
+def _engine(settings: Settings, progress=None, top_k: int | None = None, lens: bool | None = None):
+    from .engine import open_engine
+
+    return open_engine(
+        settings.model.name, device=settings.model.device, dtype=settings.model.dtype,
+        trust_remote_code=settings.model.trust_remote_code, revision=settings.model.revision,
+        top_k=top_k or settings.engine.top_k, temperature=settings.engine.temperature,
+        lens=settings.engine.lens if lens is None else lens, progress=progress,
+    )
+
+
+def _stderr_progress(message: str, _fraction: float | None) -> None:
+    print(f"token-explorer: {message}", file=sys.stderr, flush=True)
+
+
+def run_peek(args: argparse.Namespace) -> int:
+    from .peek import dumps, peek_document, peek_table
+    from .prompts import read_text_prompt
+
+    if args.top_k < 1:
+        raise UserError(f"--top-k must be at least 1, got {args.top_k}")
+    text = read_text_prompt(Path(args.input)) if args.input else args.prompt
+    if not text:
+        raise UserError("--prompt is empty")
+    settings = _settings(args)
+    engine = _engine(settings, progress=None if args.json else _stderr_progress,
+                     top_k=max(args.top_k, settings.engine.top_k), lens=args.lens)
+    ids = engine.tokenize(text)
+    snap = engine.set_tokens(ids)
+    if args.json:
+        print(dumps(peek_document(engine, snap, args.top_k, args.lens)))
+    else:
+        print(peek_table(engine, snap, args.top_k, args.lens))
+    return 0
+
+
+def run_explore(args: argparse.Namespace) -> int:
+    from .prompts import read_text_prompt
+    from .tui.app import make_app
+    from .tui.bindings import BINDING_IDS
+
+    settings = _settings(args)
+    unknown = sorted(set(settings.keys) - set(BINDING_IDS))
+    if unknown:
+        raise UserError(f"{args.config or 'config'}: [keymap] has unknown binding id '{unknown[0]}'")
+    text = read_text_prompt(Path(args.input)) if args.input else settings.prompt.example_prompt
+    if args.seed is not None:
+        import torch
+
+        torch.manual_seed(args.seed)
+    app = make_app(settings, lambda progress: _engine(settings, progress), initial_text=text,
+                   start_view="lens" if args.layer_prob else None)
+    app.run()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in SUBCOMMANDS else "explore"
+    if command != "explore":
+        argv = argv[1:]
+    args = build_parser(command).parse_args(argv)
+    try:
+        return run_peek(args) if command == "peek" else run_explore(args)
+    except UserError as exc:
+        print(f"token-explorer: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

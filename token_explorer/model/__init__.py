@@ -1,0 +1,1 @@
+"""torch + transformers only: loading, the family table, captures and the stepping session."""

@@ -1,0 +1,231 @@
+"""The stepping session: a prompt as token ids, its KV cache, and one record per position.
+
+Appending a token runs one single-token forward over the KV cache; removing one crops the cache
+and runs nothing; replacing the prompt keeps the longest common prefix and runs only the rest.
+Each forward also captures the residual stream (and attention queries) of the new positions, so
+views read captures instead of re-running the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import torch
+
+from ..analyses.distribution import next_stats, token_stats
+from ..analyses.lens import layer_logprobs, lens_stats, lens_token
+from ..errors import UserError
+from ..results import LensStats, Position
+from ..tokens import piece_text
+from .buffer import GrowBuffer
+from .capture import AttentionMeta, install_query_capture, recording
+from .family import Family, family_of
+from .kv_cache import keep_prefix, make_cache
+from .unembed import Unembed
+from .vocab import Vocab
+
+PREFILL_CHUNK = 256  # tokens per forward when many are added at once
+LENS_BUDGET = 1 << 24  # floats of (layers x positions x vocab) lens logits held at once
+
+
+class Session:
+    """KV-cached stepping over one model. Not thread-safe: the engine holds the lock."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, *, top_k: int = 50,
+                 temperature: float = 1.0, lens: bool = True) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.top_k = top_k
+        self.temperature = temperature
+        self.family: Family | None = family_of(model)
+        self.unembed = Unembed(model, self.family) if self.family else None
+        self.lens_on = lens and self.unembed is not None
+        self.queries_on = self.family is not None and install_query_capture(model)
+        self.vocab = Vocab(tokenizer)
+        self.device = next(model.parameters()).device
+        self.tokens: list[int] = []
+        self.positions: list[Position] = []
+        self.cache = make_cache(model.config)
+        self.resid = GrowBuffer(dim=1)  # (L+1, n, d)
+        self.queries = GrowBuffer(dim=2)  # (L, H, n, hd)
+        self.attention_meta: dict[int, AttentionMeta] = {}
+        self._last_logits: torch.Tensor | None = None  # (V,) at the last position
+        self._last_lens: torch.Tensor | None = None  # (L+1, V) lens log-probs at the last position
+
+    # -- public operations -------------------------------------------------------------------
+    def set_tokens(self, ids: Sequence[int]) -> None:
+        """Make ``ids`` the prompt; reuses the longest common prefix, runs only the rest."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            raise UserError("the prompt is empty: give at least one token")
+        self._check_ids(ids)
+        keep = 0
+        for old, new in zip(self.tokens, ids):
+            if old != new:
+                break
+            keep += 1
+        if keep == len(ids) == len(self.tokens):
+            return
+        if keep == len(ids):  # a prefix of the current prompt: crop only
+            self._truncate(keep)
+            return
+        self._truncate(keep)
+        self._run(ids[keep:])
+
+    def append(self, token_id: int) -> None:
+        """Add one token: one single-token forward."""
+        self._check_ids(self.tokens + [int(token_id)])
+        self._run([int(token_id)])
+
+    def pop(self) -> None:
+        """Remove the last token: crops the cache, runs nothing."""
+        if len(self.tokens) <= 1:
+            raise UserError("cannot remove the only token of the prompt")
+        self._truncate(len(self.tokens) - 1)
+
+    def last_logits(self) -> torch.Tensor:
+        """(V,) float32 logits of the next-token distribution."""
+        if self._last_logits is None:
+            self._refresh_last()
+        assert self._last_logits is not None
+        return self._last_logits
+
+    # -- internals ---------------------------------------------------------------------------
+    def max_positions(self) -> int | None:
+        config = self.model.config
+        for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+            value = getattr(config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def _check_ids(self, ids: list[int]) -> None:
+        limit = self.max_positions()
+        if limit is not None and len(ids) > limit:
+            raise UserError(f"the prompt has {len(ids)} tokens, more than the model's context of {limit}")
+        vocab = self.model.get_output_embeddings().weight.shape[0] if self.model.get_output_embeddings() is not None else None
+        bad = [i for i in ids if i < 0 or (vocab is not None and i >= vocab)]
+        if bad:
+            raise UserError(f"token id {bad[0]} is outside the model's vocabulary of {vocab}")
+
+    def _truncate(self, keep: int) -> None:
+        if keep == len(self.tokens):
+            return
+        self._crop_cache(keep)
+        del self.tokens[keep:]
+        del self.positions[keep:]
+        self.resid.truncate(min(keep, self.resid.length))
+        self.queries.truncate(min(keep, self.queries.length))
+        self._last_logits = None
+        self._last_lens = None
+
+    def _crop_cache(self, keep: int) -> None:
+        """Keep the first ``keep`` positions of the KV cache (no forward unless a window overflowed)."""
+        if keep == 0:
+            self.cache = make_cache(self.model.config)
+            return
+        if keep_prefix(self.cache, keep):
+            return
+        # a sliding-window layer already dropped old keys: rebuild the cache of the kept prefix
+        self.cache = make_cache(self.model.config)
+        with torch.no_grad():
+            for start in range(0, keep, PREFILL_CHUNK):
+                ids = torch.tensor([self.tokens[start : min(keep, start + PREFILL_CHUNK)]], device=self.device)
+                self.model(input_ids=ids, past_key_values=self.cache, use_cache=True)
+
+    def _refresh_last(self) -> None:
+        """Recompute the last position's full logits (and lens) after a crop."""
+        if self.unembed is not None and self.resid.length == len(self.tokens):
+            self._last_logits = self.unembed(self.resid.view()[-1, -1])  # (V,)
+            return
+        # unknown family: nothing captured, so re-run the last token over the cache cropped by one
+        self._crop_cache(len(self.tokens) - 1)
+        logits, _, _ = self._forward([self.tokens[-1]])
+        self._last_logits = logits[-1]
+
+    @torch.no_grad()
+    def _forward(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """One forward of ``ids`` over the cache: logits (m, V), resid (L+1, m, d), queries."""
+        input_ids = torch.tensor([ids], device=self.device)  # (1, m)
+        if self.family is None:
+            out = self.model(input_ids=input_ids, past_key_values=self.cache, use_cache=True)
+            return out.logits[0].float(), None, None
+        with recording(self.model, self.family, want_queries=self.queries_on) as rec:
+            out = self.model(input_ids=input_ids, past_key_values=self.cache, use_cache=True)
+        self.attention_meta.update(rec.meta)
+        return out.logits[0].float(), rec.stacked_resid(), rec.stacked_queries()
+
+    def _run(self, ids: list[int]) -> None:
+        if self.tokens:  # the distribution that scores the first new token, before captures grow
+            self.last_logits()
+            if self.lens_on and self._last_lens is None:
+                self._last_lens = layer_logprobs(self.unembed(self.resid.view()[:, -1]))
+        for start in range(0, len(ids), PREFILL_CHUNK):
+            chunk = ids[start : start + PREFILL_CHUNK]
+            logits, resid, queries = self._forward(chunk)  # (m, V), (L+1, m, d), (L, H, m, hd)
+            if resid is not None:
+                self.resid.extend(resid)
+            if queries is not None:
+                self.queries.extend(queries)
+            else:
+                self.queries_on = False
+            self._absorb(chunk, logits)
+
+    def _absorb(self, chunk: list[int], logits: torch.Tensor) -> None:
+        """Build the records of the new positions from their logits (m, V) and captures."""
+        n0, m = len(self.tokens), len(chunk)
+        # row r of `scored` predicts chunk[r + skip]; position 0 of a prompt has no prefix
+        skip = 0 if n0 > 0 else 1
+        if n0 > 0:
+            assert self._last_logits is not None, "prepared by _run"
+            scored = torch.cat([self._last_logits[None], logits[:-1]])  # (m, V)
+        else:
+            scored = logits[:-1]  # (m-1, V)
+        tok = token_stats(scored, torch.tensor(chunk[skip:], device=logits.device, dtype=torch.long))
+        nxt = next_stats(logits, self.top_k, self.temperature)
+        lens = self._lens(n0, chunk) if self.lens_on else [None] * m
+        for j, token_id in enumerate(chunk):
+            first, t = j < skip, j - skip
+            self.positions.append(Position(
+                index=n0 + j,
+                token_id=token_id,
+                text=piece_text(self.vocab.token_bytes(token_id)),
+                token_prob=None if first else float(tok.prob[t]),
+                token_rank=None if first else int(tok.rank[t]),
+                token_logit=None if first else float(tok.logit[t]),
+                token_z=None if first else float(tok.z[t]),
+                top_ids=nxt.top_ids[j], top_probs=nxt.top_probs[j], top_logits=nxt.top_logits[j],
+                entropy_bits=float(nxt.entropy_bits[j]), energy=float(nxt.energy[j]),
+                temperature=self.temperature,
+                logit_mean=float(nxt.logit_mean[j]), logit_std=float(nxt.logit_std[j]),
+                lens=lens[j],
+            ))
+        self.tokens.extend(chunk)
+        self._last_logits = logits[-1]
+
+    def _lens(self, n0: int, chunk: list[int]) -> list[LensStats]:
+        """Lens records of the new positions, in batches that bound memory."""
+        assert self.unembed is not None
+        resid = self.resid.view()  # (L+1, n, d)
+        layers, vocab = resid.shape[0], self.last_logits_size()
+        batch = max(1, LENS_BUDGET // (layers * vocab))
+        out: list[LensStats] = []
+        prev = self._last_lens
+        for start in range(0, len(chunk), batch):
+            stop = min(len(chunk), start + batch)
+            logp = layer_logprobs(self.unembed(resid[:, n0 + start : n0 + stop]))  # (L+1, b, V)
+            for j in range(start, stop):
+                here = logp[:, j - start]  # (L+1, V)
+                stats = lens_stats(here, self.top_k)
+                if prev is not None:
+                    prob, rank = lens_token(prev, chunk[j])
+                    stats = dataclasses.replace(stats, token_prob=prob, token_rank=rank)
+                out.append(stats)
+                prev = here
+        self._last_lens = None if prev is None else prev.clone()  # detach from the batch
+        return out
+
+    def last_logits_size(self) -> int:
+        head = self.model.get_output_embeddings()
+        return int(head.weight.shape[0])

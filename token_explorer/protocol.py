@@ -1,0 +1,45 @@
+"""The engine as the rest of the program sees it: a typing Protocol, free of torch.
+
+The TUI and headless code talk to any object with these methods; the real one is
+``token_explorer.engine.Engine`` and tests may pass a deterministic fake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from .results import ModelInfo, Snapshot
+
+
+class EngineLike(Protocol):
+    """Synchronous, thread-safe stepping engine over one model."""
+
+    info: ModelInfo
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` (with the model's BOS where it uses one)."""
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of a token sequence, decoded as a whole."""
+
+    def token_texts(self, ids: Sequence[int]) -> list[str]:
+        """Display text of each token in ``ids`` (partial bytes as <0xNN>)."""
+
+    def snapshot(self) -> Snapshot:
+        """The current prompt and its per-position records."""
+
+    def set_tokens(self, ids: Sequence[int]) -> Snapshot:
+        """Make ``ids`` the prompt, reusing the longest common prefix; runs only the rest."""
+
+    def append(self, token_id: int) -> Snapshot:
+        """Append one token: one single-token forward over the KV cache."""
+
+    def pop(self) -> Snapshot:
+        """Remove the last token: a KV-cache crop, no forward."""
+
+    def analyses(self) -> Mapping[str, str | None]:
+        """Heavy analyses by name, each mapped to None if available or the reason it is not."""
+
+    def analyze(self, name: str, tokens: Sequence[int], cursor: int, params: Mapping[str, Any]) -> Any:
+        """Run a heavy analysis of ``tokens`` at ``cursor``; returns its plain-data result."""
