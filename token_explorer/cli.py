@@ -76,7 +76,7 @@ def _engine(settings: Settings, progress=None, top_k: int | None = None, lens: b
         settings.model.name, device=settings.model.device, dtype=settings.model.dtype,
         trust_remote_code=settings.model.trust_remote_code, revision=settings.model.revision,
         top_k=top_k or settings.engine.top_k, temperature=settings.engine.temperature,
-        lens=settings.engine.lens if lens is None else lens, progress=progress,
+        lens=settings.engine.lens if lens is None else lens, progress=progress, settings=settings,
     )
 
 

@@ -10,11 +10,14 @@ Synchronous and free of any UI; usable from a notebook::
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
+from . import heavy
+from .cache import ResultCache, make_key
+from .config import Settings
 from .errors import UserError
 from .model.loading import Loaded, Progress, load_model
 from .model.session import Session
@@ -22,12 +25,22 @@ from .results import ModelInfo, Snapshot
 from .tokens import piece_text
 
 
+class Cancelled(Exception):
+    """A heavy analysis stopped because its caller no longer wants the result."""
+
+
 class Engine:
     """Thread-safe stepping engine over one loaded model (see ``protocol.EngineLike``)."""
 
-    def __init__(self, loaded: Loaded, *, top_k: int = 50, temperature: float = 1.0, lens: bool = True) -> None:
+    def __init__(self, loaded: Loaded, *, top_k: int = 50, temperature: float = 1.0, lens: bool = True,
+                 settings: Settings | None = None) -> None:
         self._lock = threading.RLock()
         self.loaded = loaded
+        self.settings = settings or Settings()
+        self.results = ResultCache(self.settings.cache.path if settings else None,
+                                   memory_items=self.settings.display.cache_size,
+                                   disk_limit_mb=self.settings.cache.disk_limit_mb)
+        self._cancelled: Callable[[], bool] | None = None
         self.session = Session(loaded.model, loaded.tokenizer, top_k=top_k, temperature=temperature, lens=lens)
         config = loaded.model.config
         notes = () if self.session.family else (
@@ -112,11 +125,44 @@ class Engine:
     # -- heavy analyses ------------------------------------------------------------------------
     def analyses(self) -> Mapping[str, str | None]:
         """Heavy analyses by name: None if available, else why not."""
-        return {}
+        return {name: entry.available(self) for name, entry in heavy.load_all().items()}
 
-    def analyze(self, name: str, tokens: Sequence[int], cursor: int, params: Mapping[str, Any]) -> Any:
-        """Run heavy analysis ``name`` for ``tokens`` at ``cursor``."""
-        raise UserError(f"unknown analysis '{name}'")
+    def analyze(self, name: str, tokens: Sequence[int], cursor: int, params: Mapping[str, Any],
+                cancelled: Callable[[], bool] | None = None) -> Any:
+        """Run heavy analysis ``name`` for ``tokens`` at ``cursor`` (cached by everything it depends on).
+
+        ``cancelled`` is polled between layers or steps; when it returns True the run stops with
+        ``Cancelled`` and nothing is cached.
+        """
+        entry = heavy.load_all().get(name)
+        if entry is None:
+            raise UserError(f"unknown analysis '{name}'")
+        reason = entry.available(self)
+        if reason is not None:
+            raise UserError(f"{name} is unavailable: {reason}")
+        tokens = [int(t) for t in tokens]
+        if not 0 <= cursor < len(tokens):
+            raise UserError(f"cursor {cursor} is outside the prompt of {len(tokens)} tokens")
+        scope = tokens[: cursor + 1] if entry.needs_prefix_only else tokens
+        extra = dict(entry.key_extra(self, params)) if entry.key_extra else {}
+        key = make_key(model=self.info.fingerprint, tokens=scope, analysis=f"{name}/v{entry.version}",
+                       params={**dict(params), **extra, "cursor": cursor, "n": len(scope)})
+        cached = self.results.get(key)
+        if cached is not None:
+            return cached
+        with self._lock:
+            self._cancelled = cancelled
+            try:
+                result = entry.run(self, tokens, cursor, params)
+            finally:
+                self._cancelled = None
+        self.results.put(key, result)
+        return result
+
+    def check_cancelled(self) -> None:
+        """Raise ``Cancelled`` if the running analysis was cancelled (called between layers)."""
+        if self._cancelled is not None and self._cancelled():
+            raise Cancelled()
 
 
 def open_engine(
@@ -130,8 +176,9 @@ def open_engine(
     temperature: float = 1.0,
     lens: bool = True,
     progress: Progress | None = None,
+    settings: Settings | None = None,
 ) -> Engine:
     """Load ``model`` and wrap it in an engine."""
     loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                         revision=revision, progress=progress or (lambda _m, _f: None))
-    return Engine(loaded, top_k=top_k, temperature=temperature, lens=lens)
+    return Engine(loaded, top_k=top_k, temperature=temperature, lens=lens, settings=settings)
