@@ -18,15 +18,11 @@ import torch
 from . import heavy
 from .cache import ResultCache, make_key
 from .config import Settings
-from .errors import UserError
+from .errors import Cancelled, UserError
 from .model.loading import Loaded, Progress, load_model
 from .model.session import Session
 from .results import ModelInfo, Snapshot
 from .tokens import piece_text
-
-
-class Cancelled(Exception):
-    """A heavy analysis stopped because its caller no longer wants the result."""
 
 
 class Engine:

@@ -1,6 +1,10 @@
 """The one error type that reaches the user as a single line."""
 
 
+class Cancelled(Exception):
+    """Work stopped because whoever asked for it no longer wants the result."""
+
+
 class UserError(Exception):
     """A problem with the user's input (a file, a key, a value, a model name).
 

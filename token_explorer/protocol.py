@@ -6,7 +6,7 @@ The TUI and headless code talk to any object with these methods; the real one is
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from .results import ModelInfo, Snapshot
@@ -41,5 +41,10 @@ class EngineLike(Protocol):
     def analyses(self) -> Mapping[str, str | None]:
         """Heavy analyses by name, each mapped to None if available or the reason it is not."""
 
-    def analyze(self, name: str, tokens: Sequence[int], cursor: int, params: Mapping[str, Any]) -> Any:
-        """Run a heavy analysis of ``tokens`` at ``cursor``; returns its plain-data result."""
+    def analyze(self, name: str, tokens: Sequence[int], cursor: int, params: Mapping[str, Any],
+                cancelled: Callable[[], bool] | None = None) -> Any:
+        """Run a heavy analysis of ``tokens`` at ``cursor``; returns its plain-data result.
+
+        ``cancelled`` is polled between layers or steps; when it returns True the run raises
+        ``errors.Cancelled``.
+        """

@@ -1,0 +1,197 @@
+"""Pure pieces of the TUI: prompt layout, colour scales, words, LRU, views, the bindings table."""
+
+import math
+
+import numpy as np
+import pytest
+from rich.style import Style
+from textual.binding import Binding
+
+from fake_engine import MARKUP, FakeEngine
+from token_explorer.results import Table, TokenScores
+from token_explorer.tui.bindings import BINDING_IDS, COMMANDS, keys_of, textual_bindings, unknown_ids
+from token_explorer.tui.colors import UNAVAILABLE, Scale, VIRIDIS
+from token_explorer.tui.render import CURSOR, layout_prompt, legend, light_colouring, render_result
+from token_explorer.tui.state import LRU, begins_word, next_word, prev_word
+from token_explorer.tui.views import VIEWS, cycle, unavailable_reason, view_by_id
+
+
+def _styles(n):
+    return [Style() for _ in range(n)]
+
+
+def test_layout_shows_newlines_and_breaks_the_line():
+    layout = layout_prompt(["a", "b\n", "c"], _styles(3), 40)
+    assert layout.plain == "ab↵\nc"
+    assert layout.token_lines == (0, 0, 1)
+
+
+def test_layout_wraps_at_token_boundaries_and_reports_the_cursor_line():
+    texts = ["hello", " world", " again", " and", " more"]
+    layout = layout_prompt(texts, _styles(5), 12)
+    lines = layout.plain.split("\n")
+    assert lines == ["hello world", " again and", " more"]
+    assert layout.line_of(4) == 2 and layout.line_of(2) == 1
+    assert all(len(x) <= 12 for x in lines)
+
+
+def test_layout_splits_a_token_longer_than_the_line():
+    layout = layout_prompt(["x" * 25, "y"], _styles(2), 10)
+    assert [len(x) for x in layout.plain.split("\n")] == [10, 10, 6]
+    assert layout.line_of(1) == 2
+
+
+def test_layout_marks_only_the_cursor_token():
+    layout = layout_prompt(["ab", "c\nd", "ef"], _styles(3), 40)
+    text = layout.text(1)
+    marked = [text.plain[s.start:s.end] for s in text.spans if s.style == Style() + CURSOR]
+    assert marked == ["c↵", "d"]
+    assert not any(s.style == Style() + CURSOR for s in layout.text(None).spans)
+
+
+def test_layout_never_parses_markup_and_hides_control_characters():
+    text = layout_prompt(["[bold]x[/]", " [/]", "\x1b[31m", "\t"], _styles(4), 80).text(None)
+    assert text.plain == "[bold]x[/] [/]<0x1B>[31m⇥"
+    assert all(not s.style.bold for s in text.spans if isinstance(s.style, Style))
+
+
+def test_scale_draws_none_and_nan_as_unavailable_but_not_zero():
+    scale = Scale(0.0, 1.0, "", VIRIDIS)
+    assert scale.style(None) == UNAVAILABLE
+    assert scale.style(math.nan) == UNAVAILABLE
+    assert scale.style(0.0) != UNAVAILABLE
+    assert scale.style(0.0).bgcolor is not None
+
+
+def _snapshot(text="Once upon a time, there was a [x]"):
+    engine = FakeEngine()
+    return engine, engine.set_tokens(engine.tokenize(text))
+
+
+def test_probability_view_colours_by_token_prob_with_position_zero_unavailable():
+    engine, snap = _snapshot()
+    colouring = light_colouring(view_by_id("probability"), snap, engine.info)
+    assert colouring.styles[0] == UNAVAILABLE
+    assert colouring.scale.lo == 0.0 and colouring.scale.hi == 1.0
+    # higher probability -> bluer (the red->blue scale), so blue minus red rises with p
+    pairs = sorted((p.token_prob, colouring.styles[i].bgcolor.get_truecolor()) for i, p in enumerate(snap.positions) if i)
+    lo_rgb, hi_rgb = pairs[0][1], pairs[-1][1]
+    assert hi_rgb.blue - hi_rgb.red > lo_rgb.blue - lo_rgb.red
+
+
+def test_entropy_scale_is_absolute_in_bits():
+    engine, snap = _snapshot()
+    colouring = light_colouring(view_by_id("entropy"), snap, engine.info)
+    assert colouring.scale.unit == "bits"
+    assert colouring.scale.hi == pytest.approx(math.log2(engine.info.vocab_size))
+    assert "next-token distribution" in colouring.caption
+    assert all(s != UNAVAILABLE for s in colouring.styles)  # defined at every position
+
+
+def test_zscore_scale_is_symmetric_and_energy_names_temperature():
+    engine, snap = _snapshot()
+    z = light_colouring(view_by_id("zscore"), snap, engine.info)
+    assert (z.scale.lo, z.scale.hi) == (-4.0, 4.0)
+    energy = light_colouring(view_by_id("energy"), snap, engine.info)
+    assert "T=1" in energy.caption and energy.scale.unit == "nats"
+    values = [p.energy for p in snap.positions]
+    assert (energy.scale.lo, energy.scale.hi) == (min(values), max(values))
+
+
+def test_legend_states_range_and_unavailable():
+    engine, snap = _snapshot()
+    text = legend("probability", light_colouring(view_by_id("probability"), snap, engine.info), 100).plain
+    assert "given its prefix" in text and "unavailable" in text and "no prefix" in text
+    assert text.split("\n")[1].startswith("0 ")
+
+
+def test_token_scores_render_generically():
+    scores = TokenScores(
+        view="x", values=np.array([0.5, np.nan, -1.0], dtype=np.float32), lo=-1.0, hi=1.0, unit="cos",
+        caption="what it is", tables=(Table("top", ("token", "v"), ((" [b]a", "1"),)),),
+        grid=np.array([[0.0, 1.0, np.nan]], dtype=np.float32), grid_label="layers",
+    )
+    rendering = render_result("anything", scores)
+    assert rendering.caption == "what it is"
+    assert (rendering.scale.lo, rendering.scale.hi, rendering.scale.unit) == (-1.0, 1.0, "cos")
+    assert math.isnan(rendering.values[1])
+    from rich.console import Console
+
+    console = Console(width=60, record=True, color_system=None)
+    console.print(rendering.panel(0, 50))
+    out = console.export_text()
+    assert "layers" in out and "·[b]a" in out  # token column shows whitespace, markup kept literal
+
+
+def test_render_result_rejects_unknown_result_types():
+    with pytest.raises(TypeError):
+        render_result("x", object())
+
+
+def test_words_begin_after_whitespace_or_newline():
+    texts = ["<s>", "Once", " upon", " a", "\n", "time", "ly"]
+    assert [i for i in range(len(texts)) if begins_word(texts, i)] == [0, 2, 3, 4, 5]
+    assert next_word(texts, 0) == 2
+    assert next_word(texts, 5) == 6  # no later word: the last token
+    assert prev_word(texts, 5) == 4
+    assert prev_word(texts, 2) == 0
+
+
+def test_lru_forgets_least_recently_used():
+    lru = LRU(2)
+    lru.put("a", 1)
+    lru.put("b", 2)
+    assert lru.get("a") == 1
+    lru.put("c", 3)
+    assert "b" not in lru and "a" in lru and "c" in lru and len(lru) == 2
+
+
+def test_cycling_skips_views_the_engine_does_not_offer():
+    analyses = {"similarity": None, "attention": "no weights"}
+    order, view = [], "plain"
+    for _ in range(len(VIEWS)):
+        view = cycle(view, analyses, 1)
+        order.append(view)
+    assert order[:6] == ["probability", "entropy", "energy", "zscore", "similarity", "plain"]
+    assert cycle("plain", analyses, -1) == "similarity"
+    assert unavailable_reason(view_by_id("attention"), analyses) == "no weights"
+    assert "does not offer" in unavailable_reason(view_by_id("lens"), analyses)
+
+
+# ---------------------------------------------------------------- the bindings table
+
+UNSENDABLE = {"ctrl+b", "ctrl+0", "ctrl+dollar_sign", "ctrl+p"}
+
+
+def test_every_command_has_a_key_that_works_over_ssh_in_tmux():
+    for command in COMMANDS:
+        keys = keys_of(command, {})
+        assert [k for k in keys if k not in UNSENDABLE], command.id
+
+
+def test_cursor_commands_have_plain_keys():
+    for command in COMMANDS:
+        if command.group == "cursor":
+            assert any("ctrl+" not in k for k in keys_of(command, {})), command.id
+
+
+def test_no_key_is_bound_twice_and_ids_are_unique():
+    keys = [k for c in COMMANDS for k in keys_of(c, {})]
+    assert len(keys) == len(set(keys))
+    assert len(BINDING_IDS) == len(COMMANDS)
+
+
+def test_textual_bindings_carry_ids_and_footer_flags():
+    bindings = textual_bindings()
+    assert [b.id for b in bindings] == [c.id for c in COMMANDS]
+    assert {b.id for b in bindings if b.show} == {"append", "pop", "branch_copy", "view_next", "help", "quit"}
+    assert all(isinstance(b, Binding) for b in bindings)
+
+
+def test_unknown_keymap_ids_are_named():
+    assert unknown_ids({"append": "n", "apend": "m"}) == ["apend"]
+
+
+def test_markup_token_text_is_a_real_token_of_the_fake():
+    engine = FakeEngine()
+    assert engine.token_texts([MARKUP]) == ["[bold]x[/]"]

@@ -1,0 +1,51 @@
+"""SVG snapshots of each light view, a heavy view and the help screen (fake engine, 100x30)."""
+
+import pytest
+
+from fake_engine import BOS, MARKUP, FakeEngine, make_settings, settle
+from token_explorer.tui import make_app
+
+SIZE = (100, 30)
+TOKENS = [BOS, *b"Once upon a time, there was a little fox.\nIt said: ", MARKUP, *b" and ran"]
+
+
+def _app(tmp_path, view):
+    return make_app(make_settings(tmp_path / "prompts"), lambda progress: FakeEngine(),
+                    initial_tokens=TOKENS, start_view=view)
+
+
+async def _settled(pilot):
+    await settle(pilot)
+
+
+async def _cursor_back(pilot):
+    await settle(pilot)
+    await pilot.press("left_curly_bracket", "left_curly_bracket")
+    await settle(pilot)
+
+
+@pytest.mark.parametrize("view", ["plain", "probability", "entropy", "energy", "zscore"])
+def test_light_view(snap_compare, tmp_path, view):
+    assert snap_compare(_app(tmp_path, view), terminal_size=SIZE, run_before=_settled)
+
+
+def test_heavy_view_with_tables_and_grid(snap_compare, tmp_path):
+    assert snap_compare(_app(tmp_path, "similarity"), terminal_size=SIZE, run_before=_cursor_back)
+
+
+def test_z_column(snap_compare, tmp_path):
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("z", "j", "j")
+        await settle(pilot)
+
+    assert snap_compare(_app(tmp_path, "probability"), terminal_size=SIZE, run_before=run_before)
+
+
+def test_help_screen(snap_compare, tmp_path):
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+
+    assert snap_compare(_app(tmp_path, "plain"), terminal_size=SIZE, run_before=run_before)

@@ -1,0 +1,676 @@
+"""The Textual app: state, the serial engine lane, heavy-view requests and the actions of the
+bindings table. The engine comes from a factory run on a worker; nothing here imports torch."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from rich.style import Style
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Footer
+
+from token_explorer.errors import Cancelled, UserError
+from token_explorer.prompts import SavedPrompt, save_prompt
+from token_explorer.protocol import EngineLike
+
+from . import messages as m
+from .bindings import COMMANDS, READY_ONLY_EXEMPT, textual_bindings, unknown_ids
+from .commands import ExplorerCommands
+from .jobs import Job, frame_of, one_line, run_job, start_tokens
+from .render import (
+    Colouring,
+    HeavyRendering,
+    detail,
+    heavy_colouring,
+    legend,
+    light_colouring,
+    pending_colouring,
+    render_result,
+    repr_token,
+)
+from .screens.browser import PromptBrowser
+from .screens.help import HelpScreen
+from .screens.loading import LoadingScreen
+from .state import LRU, Branch, Frame, next_word, prev_word
+from .views import LENS_VIEW, VIEW_IDS, View, cycle, default_params, unavailable_reason, view_by_id
+from .widgets.candidates import Candidates
+from .widgets.panels import Detail, Legend, StatusLine, ViewPanel
+from .widgets.prompt import PromptView
+
+Progress = Callable[[str, "float | None"], None]
+EngineFactory = Callable[[Progress], EngineLike]
+
+_NEEDS_ENGINE = frozenset(c.action.split("(")[0] for c in COMMANDS if c.id not in READY_ONLY_EXEMPT)
+
+
+@dataclass(frozen=True)
+class ViewError:
+    """A heavy view's analysis failed for one key; kept so it is not retried in a loop."""
+
+    error: str
+
+
+class TokenExplorerApp(App):
+    """Step through a causal LM's generation one token at a time."""
+
+    TITLE = "token explorer"
+    AUTO_FOCUS = None
+    BINDINGS = textual_bindings()
+    COMMANDS = App.COMMANDS | {ExplorerCommands}
+
+    CSS = """
+    #status { height: 1; background: $panel; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    #body { height: 1fr; }
+    #left { width: 1fr; }
+    #prompt { height: 1fr; border: round $primary; padding: 0 1; }
+    #panel { height: auto; max-height: 50%; border: round $secondary; padding: 0 1; display: none; }
+    #side { width: 40; border: round $primary; }
+    #candidates { height: 1fr; scrollbar-size-vertical: 1; overflow-x: hidden; }
+    #legend { height: 2; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    #detail { height: 2; padding: 0 1; background: $panel; }
+    """
+
+    def __init__(
+        self,
+        settings: Any,
+        engine_factory: EngineFactory,
+        *,
+        initial_text: str | None = None,
+        initial_tokens: Sequence[int] | None = None,
+        start_view: str | None = None,
+    ) -> None:
+        if start_view is not None and start_view not in VIEW_IDS:
+            raise UserError(f"unknown view {start_view!r} (known: {', '.join(VIEW_IDS)})")
+        super().__init__()
+        self.settings = settings
+        self.engine_factory = engine_factory
+        self.initial_text = initial_text
+        self.initial_tokens = list(initial_tokens) if initial_tokens is not None else None
+        self.keymap: dict[str, str] = dict(settings.keymap)
+        self.engine: EngineLike | None = None
+        self.analyses: dict[str, str | None] = {}
+        self.branches: list[Branch] = []
+        self.current = 0
+        self.start: Frame | None = None
+        self.view_id = start_view or "plain"
+        self.show_cursor = bool(settings.display.show_cursor)
+        self.show_z = False
+        self.params: dict[str, dict[str, Any]] = {}
+        self._before_lens = "plain"
+        # the serial engine lane: one job in flight, at most one pending step
+        self._inflight: Job | None = None
+        self._pending: tuple[str, int] | None = None  # (step, branch id)
+        self._engine_tokens: tuple[int, ...] | None = None
+        self._sync_failed: tuple[int, tuple[int, ...]] | None = None
+        # heavy views
+        self._view_cache = LRU(settings.display.cache_size)
+        self._view_inflight: Hashable | None = None
+        self._table_shown: tuple[Frame, tuple[bool, int]] | None = None  # (frame, options) in the table
+        self._colouring_memo: tuple[tuple[Any, str, Any], Colouring] | None = None
+
+    # ------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield StatusLine(id="status")
+        with Horizontal(id="body"):
+            with Vertical(id="left"):
+                prompt = PromptView(id="prompt")
+                prompt.border_title = "prompt"
+                yield prompt
+                panel = ViewPanel(id="panel")
+                panel.border_title = "view details"
+                yield panel
+            side = Vertical(id="side")
+            side.border_title = "next token"
+            side.border_subtitle = "raw softmax, no filter"
+            with side:
+                yield Candidates(id="candidates")
+        yield Legend(id="legend")
+        yield Detail(id="detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        unknown = unknown_ids(self.keymap)
+        for name in unknown:
+            self.notify(f"[keymap] {name}: no such binding id; see the help screen (?) for the ids",
+                        severity="warning", markup=False)
+        self.set_keymap({k: v for k, v in self.keymap.items() if k not in unknown})
+        self._fit_side()
+        self.push_screen(LoadingScreen(str(self.settings.model.name)))
+        self._load(self.engine_factory)
+
+    def on_resize(self) -> None:
+        self._fit_side()
+        self._refresh()
+
+    def _fit_side(self) -> None:
+        self.query_one("#side").styles.width = self._side_width
+
+    @property
+    def _side_width(self) -> int:
+        """Width of the candidates panel: wider on wide terminals and with the z column."""
+        return (40 if self.size.width < 120 else 56) + (4 if self.show_z else 0)
+
+    # ------------------------------------------------------------ loading
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="load")
+    def _load(self, factory: EngineFactory) -> None:
+        def progress(text: str, fraction: float | None = None) -> None:
+            self.post_message(m.LoadProgress(str(text), fraction))
+
+        try:
+            engine = factory(progress)
+            progress("running the starting prompt…", None)
+            ids = start_tokens(engine, self.initial_text or self.settings.prompt.example_prompt, self.initial_tokens)
+            frame = frame_of(engine, engine.set_tokens(ids), self.settings.display.tokens_to_show)
+            analyses = dict(engine.analyses())
+        except Exception as e:  # noqa: BLE001 - every failure becomes one line on the loading screen
+            self.post_message(m.LoadFailed(one_line(e)))
+            return
+        self.post_message(m.EngineReady(engine, analyses, frame))
+
+    def on_load_progress(self, message: m.LoadProgress) -> None:
+        if isinstance(self.screen, LoadingScreen):
+            self.screen.progress(message.text, message.fraction)
+
+    def on_load_failed(self, message: m.LoadFailed) -> None:
+        if isinstance(self.screen, LoadingScreen):
+            self.screen.fail(message.error)
+
+    def on_engine_ready(self, message: m.EngineReady) -> None:
+        self.engine = message.engine
+        self.analyses = dict(message.analyses)
+        self.start = message.start
+        self._engine_tokens = message.start.tokens
+        self.branches = [Branch.new(message.start.tokens, message.start)]
+        self.current = 0
+        reason = unavailable_reason(self.view, self.analyses)
+        if reason is not None:
+            self.notify(f"view {self.view.title} unavailable: {reason}", severity="warning", markup=False)
+            self.view_id = "plain"
+        if isinstance(self.screen, LoadingScreen):
+            self.pop_screen()
+        self.refresh_bindings()
+        self._refresh()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in _NEEDS_ENGINE and self.engine is None:
+            return False
+        return True
+
+    # ------------------------------------------------------------ state helpers
+
+    @property
+    def branch(self) -> Branch:
+        return self.branches[self.current]
+
+    @property
+    def view(self) -> View:
+        return view_by_id(self.view_id)
+
+    def view_params(self, view: View | None = None) -> dict[str, Any]:
+        """The current parameters of ``view`` (default: the shown view)."""
+        view = view or self.view
+        if view.id not in self.params:
+            assert self.engine is not None
+            self.params[view.id] = default_params(view, self.engine.info)
+        return self.params[view.id]
+
+    def _set_branch(self, branch: Branch) -> None:
+        self.branches[self.current] = branch
+
+    @property
+    def busy(self) -> bool:
+        """An engine job or a heavy-view analysis is in flight."""
+        return self._inflight is not None or self._view_inflight is not None
+
+    # ------------------------------------------------------------ the engine lane
+
+    def _request_step(self, step: str) -> None:
+        """Ask for an append or pop; while a job runs this replaces any older pending step."""
+        self._pending = (step, self.branch.id)
+        self._sync_failed = None
+        self._pump()
+
+    def _pump(self) -> None:
+        """Start the next engine job if none is running: a pending step, else a sync to the branch."""
+        if self.engine is None or self._inflight is not None:
+            self._refresh_status()
+            return
+        b = self.branch
+        need_sync = self._engine_tokens != b.tokens
+        if self._pending is not None and self._pending[1] != b.id:
+            self._pending = None
+        job = None
+        if self._pending is not None and b.current is not None:
+            step = self._pending[0]
+            self._pending = None
+            sync = b.tokens if need_sync else None
+            if step == "append":
+                ids = b.current.snapshot.next.top_ids
+                row = min(self.query_one(Candidates).selected, len(ids) - 1)
+                job = Job(b.id, b.tokens, sync=sync, step="append", token=int(ids[row]))
+            elif len(b.tokens) > 1:
+                job = Job(b.id, b.tokens, sync=sync, step="pop")
+            else:
+                self.notify("the prompt keeps at least one token", severity="warning")
+        if job is None and need_sync and self._sync_failed != (b.id, b.tokens):
+            job = Job(b.id, b.tokens, sync=b.tokens)
+        if job is None:
+            self._request_view()
+            self._refresh_status()
+            return
+        self._inflight = job
+        self._run_job(self.engine, job)
+        self._refresh_status()
+
+    @work(thread=True, exit_on_error=False, group="engine")
+    def _run_job(self, engine: EngineLike, job: Job) -> None:
+        try:
+            frame = run_job(engine, job, self.settings.display.tokens_to_show)
+        except Exception as e:  # noqa: BLE001 - becomes a notice; the branch keeps its tokens
+            self.post_message(m.JobFailed(job, one_line(e)))
+            return
+        self.post_message(m.JobDone(job, frame))
+
+    def on_job_done(self, message: m.JobDone) -> None:
+        job, frame = message.job, message.frame
+        self._inflight = None
+        self._engine_tokens = frame.tokens
+        for i, b in enumerate(self.branches):
+            if b.id != job.branch_id:
+                continue
+            if job.step is None:
+                if frame.tokens == b.tokens and b.current is None:  # keep a frame already shown
+                    self.branches[i] = replace(b, frame=frame)
+            elif b.tokens == job.base:  # not reset meanwhile
+                self.branches[i] = b.with_frame(frame)
+        self._refresh()
+        self._pump()
+
+    def on_job_failed(self, message: m.JobFailed) -> None:
+        job = message.job
+        self._inflight = None
+        self._pending = None
+        self._engine_tokens = None  # unknown: the next job syncs first
+        if job.step is None:
+            self._sync_failed = (job.branch_id, job.base)
+        what = {"append": "append", "pop": "pop", None: "running the prompt"}[job.step]
+        self.notify(f"{what} failed: {message.error}", severity="error", markup=False)
+        self._pump()
+
+    # ------------------------------------------------------------ heavy views
+
+    def _view_key(self) -> Hashable | None:
+        view = self.view
+        if not view.heavy or self.engine is None:
+            return None
+        b = self.branch
+        return (b.tokens, b.cursor, view.id, tuple(sorted(self.view_params(view).items())))
+
+    def _request_view(self) -> None:
+        """Ask a worker for the shown heavy view unless cached, already running, or stepping."""
+        key = self._view_key()
+        if key is None or key in self._view_cache or self._view_inflight is not None:
+            return
+        if self._inflight is not None or self._pending is not None:
+            return  # steps first; asked again when the lane is idle
+        view = self.view
+        if unavailable_reason(view, self.analyses) is not None:
+            return
+        self._view_inflight = key
+        b = self.branch
+        self._run_view(self.engine, view.id, view.analysis, key, b.tokens, b.cursor, dict(self.view_params(view)))
+        self._refresh_status()
+
+    @work(thread=True, exit_on_error=False, group="view")
+    def _run_view(self, engine, view_id, analysis, key, tokens, cursor, params) -> None:
+        """One analysis at a time (``_view_inflight``); ``exclusive`` is not used because cancelling a
+        thread worker does not stop it, and its finishing result would be reported as cancelled."""
+        try:
+            # the engine polls this between layers: stop once the screen wants something else
+            result = engine.analyze(analysis, list(tokens), cursor, params,
+                                    cancelled=lambda: self._view_key() != key)
+            rendering = render_result(view_id, result)
+        except Cancelled:
+            self.post_message(m.ViewCancelled(key))
+            return
+        except Exception as e:  # noqa: BLE001 - becomes a notice and a legend line
+            self.post_message(m.ViewFailed(key, one_line(e)))
+            return
+        self.post_message(m.ViewDone(key, rendering))
+
+    def on_view_done(self, message: m.ViewDone) -> None:
+        self._view_inflight = None
+        self._view_cache.put(message.key, message.result)
+        self._view_arrived(message.key)
+
+    def on_view_cancelled(self, message: m.ViewCancelled) -> None:
+        self._view_inflight = None
+        self._view_arrived(message.key)
+
+    def on_view_failed(self, message: m.ViewFailed) -> None:
+        self._view_inflight = None
+        self._view_cache.put(message.key, ViewError(message.error))
+        self.notify(f"{message.key[2]} view failed: {message.error}", severity="error", markup=False)
+        self._view_arrived(message.key)
+
+    def _view_arrived(self, key: Hashable) -> None:
+        if key == self._view_key():
+            self._refresh()
+        else:
+            self._refresh_status()
+            self._request_view()  # the screen moved on: ask for what it shows now
+
+    # ------------------------------------------------------------ drawing
+
+    def _colouring(self, frame: Frame) -> tuple[Colouring, HeavyRendering | None]:
+        view = self.view
+        n = len(frame.tokens)
+        if not view.heavy:
+            key = (frame.snapshot, view.id, None)
+            if not self._memo_hit(key):
+                self._colouring_memo = (key, light_colouring(view, frame.snapshot, self.engine.info))
+            return self._colouring_memo[1], None
+        reason = unavailable_reason(view, self.analyses)
+        if reason is not None:
+            return pending_colouring(n, f"unavailable: {reason}"), None
+        result = self._view_cache.get(self._view_key())
+        if isinstance(result, HeavyRendering):
+            key = (frame.snapshot, view.id, result)
+            if not self._memo_hit(key):
+                self._colouring_memo = (key, heavy_colouring(result, n))
+            return self._colouring_memo[1], result
+        if isinstance(result, ViewError):
+            return pending_colouring(n, f"failed: {result.error}"), None
+        return pending_colouring(n, "computing…"), None
+
+    def _memo_hit(self, key: tuple[Any, str, Any]) -> bool:
+        """The memo holds the colouring of this very snapshot, view and result (by identity)."""
+        if self._colouring_memo is None:
+            return False
+        old = self._colouring_memo[0]
+        return old[0] is key[0] and old[1] == key[1] and old[2] is key[2]
+
+    def _refresh(self) -> None:
+        """Redraw from the state: prompt, legend, detail, panel, and the table if its frame changed."""
+        if self.engine is None or not self.branches:
+            return
+        b = self.branch
+        frame = b.current
+        prompt = self.query_one(PromptView)
+        title = self._view_title()
+        if frame is None:
+            prompt.show_message(Text(f"running the prompt ({len(b.tokens)} tokens)…", style=Style(italic=True)))
+            self.query_one(Legend).update(Text(title))
+            self.query_one(Detail).update(Text(""))
+            self.query_one(ViewPanel).show(None)
+            self.query_one(Candidates).clear()
+            self._table_shown = None
+        else:
+            colouring, rendering = self._colouring(frame)
+            texts = [p.text for p in frame.snapshot.positions]
+            prompt.show(texts, colouring.styles, b.cursor if self.show_cursor else None)
+            self.query_one(Legend).update(legend(title, colouring, self.size.width - 2))
+            if rendering is not None:
+                value = float(rendering.values[b.cursor]) if b.cursor < len(rendering.values) else math.nan
+                line = detail(frame.snapshot, b.cursor, self.view.title, value, rendering.scale.unit)
+                panel = rendering.panel(b.cursor, max(20, self.query_one("#left").size.width - 5))
+            else:
+                line = detail(frame.snapshot, b.cursor)
+                panel = None
+            self.query_one(Detail).update(line)
+            self.query_one(ViewPanel).show(panel)
+            options = (self.show_z, self._side_width)
+            if self._table_shown is None or self._table_shown[0] is not frame or self._table_shown[1] != options:
+                self.query_one(Candidates).show(frame, self.settings.display.tokens_to_show, self.show_z, self._side_width - 2)
+                self._table_shown = (frame, options)
+        self._refresh_status()
+        self._request_view()
+
+    def _view_title(self) -> str:
+        view = self.view
+        params = self.params.get(view.id) if view.heavy or view.mode or view.step else None
+        if not params:
+            return view.title
+        return view.title + " (" + ", ".join(f"{k} {v}" for k, v in params.items()) + ")"
+
+    def _refresh_status(self) -> None:
+        if self.engine is None or not self.branches:
+            return
+        b = self.branch
+        info = self.engine.info
+        text = Text(no_wrap=True, overflow="ellipsis")
+        if self.busy:
+            text.append("● working", Style(bold=True, color="yellow"))
+            text.append(" │ ")
+        text.append(f"branch {self.current + 1}/{len(self.branches)}", Style(bold=True))
+        text.append(f" │ {len(b.tokens)} tokens │ cursor {b.cursor + 1}/{len(b.tokens)} ")
+        frame = b.current
+        if frame is not None and b.cursor < len(frame.snapshot.positions):
+            text.append(repr_token(frame.snapshot.positions[b.cursor].text))
+        text.append(" │ view: ")
+        text.append(self._view_title(), Style(bold=True))
+        text.append(f" │ {info.name} · {info.device}")
+        self.query_one(StatusLine).update(text)
+
+    # ------------------------------------------------------------ actions: stepping
+
+    def action_table_up(self) -> None:
+        self.query_one(Candidates).action_cursor_up()
+
+    def action_table_down(self) -> None:
+        self.query_one(Candidates).action_cursor_down()
+
+    def action_append(self) -> None:
+        self._request_step("append")
+
+    def action_pop(self) -> None:
+        self._request_step("pop")
+
+    def action_reset(self) -> None:
+        assert self.start is not None
+        self._pending = None
+        self._set_branch(replace(Branch.new(self.start.tokens, self.start), id=self.branch.id))
+        self._refresh()
+        self._pump()
+
+    # ------------------------------------------------------------ actions: branches
+
+    def action_branch_copy(self) -> None:
+        cap = self.settings.prompt.max_prompts
+        if len(self.branches) >= cap:
+            self.notify(f"all {cap} branches are in use ([prompt] max_prompts); remove one with a", severity="warning", markup=False)
+            return
+        self.branches.insert(self.current + 1, self.branch.copy())
+        self.current += 1
+        self._refresh()
+        self.notify(f"branch {self.current + 1}/{len(self.branches)}: a copy of the prompt", markup=False)
+
+    def action_branch_remove(self) -> None:
+        if len(self.branches) == 1:
+            self.notify("the last branch cannot be removed", severity="warning")
+            return
+        del self.branches[self.current]
+        self.current = min(self.current, len(self.branches) - 1)
+        self._switched()
+
+    def action_branch_next(self) -> None:
+        self.current = (self.current + 1) % len(self.branches)
+        self._switched()
+
+    def action_branch_prev(self) -> None:
+        self.current = (self.current - 1) % len(self.branches)
+        self._switched()
+
+    def _switched(self) -> None:
+        self._refresh()
+        self._pump()
+
+    # ------------------------------------------------------------ actions: files
+
+    def action_save(self) -> None:
+        self._save(self.engine, self.branch.tokens)
+
+    @work(thread=True, exit_on_error=False, group="files")
+    def _save(self, engine: EngineLike, tokens: tuple[int, ...]) -> None:
+        try:
+            text = engine.decode(list(tokens))
+            path = save_prompt(self.settings.prompt.path, text, list(tokens), engine.info.name, engine.info.fingerprint)
+        except Exception as e:  # noqa: BLE001
+            self.post_message(m.Notice(f"save failed: {one_line(e)}", "error"))
+            return
+        self.post_message(m.Notice(f"saved {len(tokens)} tokens to {path}"))
+
+    def on_notice(self, message: m.Notice) -> None:
+        self.notify(message.text, severity=message.severity, markup=False)  # type: ignore[arg-type]
+
+    def action_open(self) -> None:
+        self.push_screen(PromptBrowser(self.settings.prompt.path), self._opened)
+
+    def _opened(self, saved: SavedPrompt | None) -> None:
+        if saved is None:
+            return
+        cap = self.settings.prompt.max_prompts
+        if len(self.branches) >= cap:
+            self.notify(f"all {cap} branches are in use ([prompt] max_prompts); remove one with a", severity="warning", markup=False)
+            return
+        info = self.engine.info
+        if saved.model_fingerprint == info.fingerprint:
+            self.post_message(m.PromptReady(saved.token_ids, f"opened {saved.path.name} ({len(saved.token_ids)} tokens)"))
+        else:
+            self._retokenize(self.engine, saved)
+
+    @work(thread=True, exit_on_error=False, group="files")
+    def _retokenize(self, engine: EngineLike, saved: SavedPrompt) -> None:
+        try:
+            ids = tuple(engine.tokenize(saved.text))
+        except Exception as e:  # noqa: BLE001
+            self.post_message(m.Notice(f"cannot open {saved.path.name}: {one_line(e)}", "error"))
+            return
+        note = (f"opened {saved.path.name}: saved with another model ({saved.model}), so its text was "
+                f"re-tokenised ({len(ids)} tokens) instead of reusing its token ids")
+        self.post_message(m.PromptReady(ids, note))
+
+    def on_prompt_ready(self, message: m.PromptReady) -> None:
+        if not message.tokens:
+            self.notify("the saved prompt has no tokens", severity="error")
+            return
+        if len(self.branches) >= self.settings.prompt.max_prompts:
+            self.notify("all branches are in use ([prompt] max_prompts)", severity="warning", markup=False)
+            return
+        self.branches.insert(self.current + 1, Branch.new(message.tokens))
+        self.current += 1
+        self.notify(message.note, markup=False)
+        self._switched()
+
+    # ------------------------------------------------------------ actions: views
+
+    def _show_view(self, view_id: str) -> None:
+        self.view_id = view_id
+        self._refresh()
+
+    def action_view_next(self) -> None:
+        self._show_view(cycle(self.view_id, self.analyses, 1))
+
+    def action_view_prev(self) -> None:
+        self._show_view(cycle(self.view_id, self.analyses, -1))
+
+    def action_lens(self) -> None:
+        if self.view_id == LENS_VIEW:
+            self._show_view(self._before_lens)
+            return
+        reason = unavailable_reason(view_by_id(LENS_VIEW), self.analyses)
+        if reason is not None:
+            self.notify(f"layer view unavailable: {reason}", severity="warning", markup=False)
+            return
+        self._before_lens = self.view_id
+        self._show_view(LENS_VIEW)
+
+    def action_view_mode(self) -> None:
+        view = self.view
+        if view.mode is None:
+            self.notify(f"the {view.title} view has no mode to cycle", severity="warning", markup=False)
+            return
+        params = self.view_params(view)
+        options = view.mode.options
+        params[view.mode.name] = options[(options.index(params[view.mode.name]) + 1) % len(options)]
+        self._refresh()
+
+    def action_layer_step(self, delta: int) -> None:
+        view = self.view
+        if view.step is None:
+            self.notify(f"the {view.title} view has no layer to step", severity="warning", markup=False)
+            return
+        params = self.view_params(view)
+        lo, hi = view.step.bounds(self.engine.info)
+        params[view.step.name] = min(max(params[view.step.name] + delta, lo), hi)
+        self._refresh()
+
+    def action_toggle_z(self) -> None:
+        self.show_z = not self.show_z
+        self._fit_side()
+        self._refresh()
+
+    def action_toggle_cursor(self) -> None:
+        self.show_cursor = not self.show_cursor
+        self._refresh()
+
+    # ------------------------------------------------------------ actions: cursor
+
+    def _move_cursor(self, position: int) -> None:
+        self._set_branch(self.branch.with_cursor(position))
+        self._refresh()
+
+    def _texts(self) -> list[str]:
+        frame = self.branch.current
+        if frame is None:
+            return ["" for _ in self.branch.tokens]
+        return [p.text for p in frame.snapshot.positions]
+
+    def action_cursor_next(self) -> None:
+        self._move_cursor(self.branch.cursor + 1)
+
+    def action_cursor_prev(self) -> None:
+        self._move_cursor(self.branch.cursor - 1)
+
+    def action_word_next(self) -> None:
+        self._move_cursor(next_word(self._texts(), self.branch.cursor))
+
+    def action_word_prev(self) -> None:
+        self._move_cursor(prev_word(self._texts(), self.branch.cursor))
+
+    def action_cursor_start(self) -> None:
+        self._move_cursor(0)
+
+    def action_cursor_end(self) -> None:
+        self._move_cursor(len(self.branch.tokens) - 1)
+
+    # ------------------------------------------------------------ actions: app
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.keymap, self.analyses))
+
+
+def make_app(
+    settings: Any,
+    engine_factory: EngineFactory,
+    *,
+    initial_text: str | None = None,
+    initial_tokens: list[int] | None = None,
+    start_view: str | None = None,
+) -> TokenExplorerApp:
+    """The app; ``engine_factory(progress)`` runs on a worker while a loading screen shows progress.
+
+    ``initial_tokens`` (exact ids) win over ``initial_text``; with neither, the settings'
+    ``[prompt] example_prompt`` is tokenised. ``start_view`` is a view id (``VIEW_IDS``).
+    """
+    return TokenExplorerApp(
+        settings, engine_factory, initial_text=initial_text, initial_tokens=initial_tokens, start_view=start_view
+    )

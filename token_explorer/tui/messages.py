@@ -1,0 +1,93 @@
+"""Messages that workers post to the app; each handler turns one into a state change."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from textual.message import Message
+
+from token_explorer.protocol import EngineLike
+
+from .jobs import Job
+from .state import Frame
+
+
+@dataclass
+class LoadProgress(Message):
+    """The engine factory reports progress (fraction None: unknown)."""
+
+    text: str
+    fraction: float | None
+
+
+@dataclass
+class EngineReady(Message):
+    """The engine is loaded and the starting prompt has run."""
+
+    engine: EngineLike
+    analyses: Mapping[str, str | None]
+    start: Frame
+
+
+@dataclass
+class LoadFailed(Message):
+    """The engine could not be made; ``error`` is one line."""
+
+    error: str
+
+
+@dataclass
+class JobDone(Message):
+    """An engine-lane job finished."""
+
+    job: Job
+    frame: Frame
+
+
+@dataclass
+class JobFailed(Message):
+    """An engine-lane job raised; the branch keeps its tokens."""
+
+    job: Job
+    error: str
+
+
+@dataclass
+class ViewDone(Message):
+    """A heavy view's analysis finished for ``key`` (tokens, cursor, view, params)."""
+
+    key: Hashable
+    result: Any
+
+
+@dataclass
+class ViewCancelled(Message):
+    """A heavy view's analysis for ``key`` stopped because the screen moved on."""
+
+    key: Hashable
+
+
+@dataclass
+class ViewFailed(Message):
+    """A heavy view's analysis raised for ``key``."""
+
+    key: Hashable
+    error: str
+
+
+@dataclass
+class Notice(Message):
+    """A one-line notice from a worker."""
+
+    text: str
+    severity: str = "information"
+
+
+@dataclass
+class PromptReady(Message):
+    """A saved prompt's token ids, ready to become a new branch."""
+
+    tokens: tuple[int, ...]
+    note: str

@@ -1,0 +1,362 @@
+"""Rich ``Text`` for the screen, built with ``Text.append(text, style)`` only: model output is never
+parsed as markup, so a token such as ``[bold]x[/]`` is drawn literally.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from rich import box
+from rich.cells import cell_len
+from rich.console import Group, RenderableType
+from rich.style import Style
+from rich.table import Table as RichTable
+from rich.text import Span as RichSpan
+from rich.text import Text
+
+from token_explorer.results import ModelInfo, Position, Snapshot, Table, TokenScores
+from token_explorer.tokens import visible
+
+from .colors import UNAVAILABLE, Scale, gradient_for
+from .views import View
+
+CURSOR = Style(reverse=True, underline=True, bold=True)
+PLAIN = (Style(), Style(bgcolor="#303446"))  # alternate token shades so boundaries show
+PENDING = Style(dim=True)
+_NEWLINE = "↵"
+_EMPTY = "∅"
+
+
+@dataclass(frozen=True)
+class Colouring:
+    """One style per prompt token plus the scale and words the legend shows."""
+
+    styles: tuple[Style, ...]
+    scale: Scale | None
+    caption: str
+    missing: str = ""  # why some tokens are drawn as unavailable
+    note: str = ""  # about the scale's range
+
+
+@dataclass(frozen=True)
+class HeavyRendering:
+    """What a heavy view's result becomes on screen: values to colour by and a detail panel."""
+
+    values: np.ndarray  # (n,) float, NaN = unavailable
+    scale: Scale
+    caption: str
+    panel: Callable[[int, int], RenderableType | None]  # (cursor, width) -> detail panel
+
+
+# ---------------------------------------------------------------- colouring
+
+
+def light_colouring(view: View, snapshot: Snapshot, info: ModelInfo) -> Colouring:
+    """Colouring of a light view (or the plain view) from the snapshot's records."""
+    if view.measure is None:
+        return Colouring(tuple(PLAIN[i % 2] for i in range(len(snapshot))), None, "plain text; shading marks token boundaries")
+    m = view.measure
+    scale = m.scale(snapshot, info)
+    styles = tuple(scale.style(_finite(m.value(p))) for p in snapshot.positions)
+    return Colouring(styles, scale, m.caption(snapshot, info), m.missing, m.note(snapshot, info))
+
+
+def heavy_colouring(rendering: HeavyRendering, n: int) -> Colouring:
+    """Colouring from a heavy view's values; tokens without a value are unavailable."""
+    values = rendering.values
+    styles = tuple(rendering.scale.style(float(values[i]) if i < len(values) else None) for i in range(n))
+    return Colouring(styles, rendering.scale, rendering.caption, "no value at this position (NaN)")
+
+
+def pending_colouring(n: int, caption: str) -> Colouring:
+    """Colouring while a heavy view is being computed or cannot be shown."""
+    return Colouring(tuple(PENDING for _ in range(n)), None, caption)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+# ---------------------------------------------------------------- prompt
+
+
+@dataclass(frozen=True)
+class PromptLayout:
+    """The prompt wrapped to a width: plain text, styled runs, and where each token lies.
+
+    Independent of the cursor, so moving the cursor re-styles one token instead of laying out again.
+    """
+
+    plain: str
+    runs: tuple[tuple[int, int, Style], ...]  # (start, end, style) character ranges
+    token_runs: tuple[tuple[int, int], ...]  # token i is runs[a:b]
+    token_lines: tuple[int, ...]  # the line each token starts on
+
+    def styled_runs(self, cursor: int | None) -> list[tuple[int, int, Style]]:
+        """The runs with the cursor token marked (``None``: no cursor)."""
+        runs = list(self.runs)
+        if cursor is not None and 0 <= cursor < len(self.token_runs):
+            a, b = self.token_runs[cursor]
+            for j in range(a, b):
+                start, end, style = runs[j]
+                runs[j] = (start, end, style + CURSOR)
+        return runs
+
+    def text(self, cursor: int | None) -> Text:
+        """A Rich Text of the layout with the cursor marked."""
+        spans = [RichSpan(s, e, style) for s, e, style in self.styled_runs(cursor)]
+        return Text(self.plain, spans=spans, no_wrap=True, overflow="crop", end="")
+
+    def line_of(self, token: int) -> int:
+        return self.token_lines[token] if 0 <= token < len(self.token_lines) else 0
+
+
+def layout_prompt(texts: Sequence[str], styles: Sequence[Style], width: int) -> PromptLayout:
+    """The prompt wrapped at token boundaries to ``width`` cells.
+
+    Newlines show as ``↵`` followed by a real line break; tabs, carriage returns and other control
+    characters as marks; a token wider than the line is split. Leading spaces keep their token's
+    colour, so they read as part of it.
+    """
+    width = max(width, 4)
+    parts: list[str] = []
+    runs: list[tuple[int, int, Style]] = []
+    token_runs: list[tuple[int, int]] = []
+    token_lines: list[int] = []
+    pos = col = line = 0
+
+    def emit(piece: str, style: Style | None) -> None:
+        nonlocal pos
+        parts.append(piece)
+        if style is not None:
+            runs.append((pos, pos + len(piece), style))
+        pos += len(piece)
+
+    def newline() -> None:
+        nonlocal line, col
+        emit("\n", None)
+        line += 1
+        col = 0
+
+    for i, raw in enumerate(texts):
+        style = styles[i] if i < len(styles) else UNAVAILABLE
+        first_run = len(runs)
+        segments = (raw or _EMPTY).split("\n")
+        for s, segment in enumerate(segments):
+            last = s == len(segments) - 1
+            piece = shown(segment) + ("" if last else _NEWLINE)
+            w = cell_len(piece)
+            if col and col + w > width:
+                newline()
+            if s == 0:
+                token_lines.append(line)
+            while cell_len(piece) > width - col:  # a token longer than a line
+                head, piece = _split_cells(piece, width - col)
+                emit(head, style)
+                newline()
+            if piece:
+                emit(piece, style)
+                col += cell_len(piece)
+            if not last:
+                newline()
+        token_runs.append((first_run, len(runs)))
+    return PromptLayout("".join(parts), tuple(runs), tuple(token_runs), tuple(token_lines))
+
+
+def shown(text: str, spaces: bool = False) -> str:
+    """``text`` safe for the terminal: tab, CR and other control characters as visible marks;
+    spaces (and newlines) as marks too when ``spaces``."""
+    if spaces:
+        text = visible(text)
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch == "\t":
+            out.append("⇥")
+        elif ch == "\r":
+            out.append("␍")
+        elif ch != "\n" and (code < 0x20 or 0x7F <= code < 0xA0):
+            out.append(f"<0x{code:02X}>")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _split_cells(text: str, cells: int) -> tuple[str, str]:
+    """``text`` cut after at most ``cells`` cells (at least one character)."""
+    used = 0
+    for j, ch in enumerate(text):
+        used += cell_len(ch)
+        if used > cells:
+            return text[: max(j, 1)], text[max(j, 1) :]
+    return text, ""
+
+
+# ---------------------------------------------------------------- legend
+
+
+def legend(title: str, colouring: Colouring, width: int) -> Text:
+    """Two lines: the view and what the colour means, then the colour bar with its range."""
+    text = Text(end="")
+    text.append(f"{title}: ", Style(bold=True))
+    text.append(colouring.caption)
+    text.append("\n")
+    scale = colouring.scale
+    if scale is not None:
+        bar = max(8, min(32, width // 3))
+        text.append(_number(scale.lo, scale.unit) + " ")
+        for j in range(bar):
+            text.append(" ", scale.gradient.style_at(j / (bar - 1)))
+        text.append(" " + _number(scale.hi, scale.unit))
+        if scale.lo < 0 < scale.hi:
+            text.append("  (grey = 0)")
+    if colouring.note:
+        text.append("  " + colouring.note)
+    if colouring.missing:
+        text.append("   ")
+        text.append("unavailable", UNAVAILABLE)
+        text.append(f": {colouring.missing}")
+    return text
+
+
+def _number(value: float, unit: str) -> str:
+    body = f"{value:.3g}"
+    return f"{body} {unit}" if unit else body
+
+
+# ---------------------------------------------------------------- detail line
+
+
+def detail(
+    snapshot: Snapshot, cursor: int, view_title: str | None = None, value: float | None = None, unit: str = ""
+) -> Text:
+    """One line about the token at the cursor, from its record only (nothing is invented)."""
+    text = Text(no_wrap=True, overflow="ellipsis", end="")
+    if not snapshot.positions:
+        return text
+    cursor = min(max(cursor, 0), len(snapshot) - 1)
+    p: Position = snapshot.positions[cursor]
+    text.append(f"#{p.index} ", Style(bold=True))
+    text.append(f"id {p.token_id} ")
+    text.append(repr_token(p.text), Style(bold=True))
+    if p.token_prob is None:
+        text.append("  given prefix: ")
+        text.append("n/a (first token)", UNAVAILABLE)
+    else:
+        text.append(f"  p {p.token_prob:.4g}")
+        text.append(f"  rank {p.token_rank}")
+        text.append(f"  logit {p.token_logit:.3f}")
+        if p.token_z is not None:
+            text.append(f"  z {p.token_z:+.2f}")
+    text.append("  │ next: ")
+    text.append(f"H {p.entropy_bits:.3f} bits  F {p.energy:.3f} nats (T={p.temperature:g})")
+    if view_title is not None:
+        text.append(f"  │ {view_title} ")
+        if value is None or not math.isfinite(value):
+            text.append("n/a", UNAVAILABLE)
+        else:
+            text.append(_number(value, unit))
+    return text
+
+
+def repr_token(text: str) -> str:
+    """A token's text quoted with its whitespace visible."""
+    return "'" + shown(text, spaces=True) + "'"
+
+
+# ---------------------------------------------------------------- candidates
+
+
+def candidate_cells(frame_snapshot: Snapshot, cand_texts: Sequence[str], rows: int, show_z: bool) -> list[tuple[Text, ...]]:
+    """Rows of the next-token table: rank, token, probability, logit (and z)."""
+    p = frame_snapshot.next
+    n = min(rows, len(p.top_ids))
+    zs = p.top_z() if show_z else None
+    out = []
+    for r in range(n):
+        cells = [
+            Text(str(r + 1), justify="right"),
+            Text(shown(cand_texts[r], spaces=True) if r < len(cand_texts) else "?", no_wrap=True, overflow="ellipsis"),
+            Text(f"{float(p.top_probs[r]):.4f}", justify="right"),
+            Text(f"{float(p.top_logits[r]):.2f}", justify="right"),
+        ]
+        if zs is not None:
+            cells.append(Text(f"{float(zs[r]):+.2f}", justify="right"))
+        out.append(tuple(cells))
+    return out
+
+
+# ---------------------------------------------------------------- heavy results
+
+
+def render_scores(scores: TokenScores) -> HeavyRendering:
+    """The generic rendering of any :class:`TokenScores`: colours, legend, tables, grid heatmap."""
+    scale = Scale(scores.lo, scores.hi, scores.unit, gradient_for(scores.lo, scores.hi))
+
+    def panel(cursor: int, width: int) -> RenderableType | None:
+        parts: list[RenderableType] = []
+        if scores.grid is not None and scores.grid.size:
+            parts.append(grid_heatmap(scores.grid, scores.grid_label, cursor, width))
+        for table in scores.tables:
+            parts.extend([Text(table.title, style=Style(bold=True)), _rich_table(table)])
+        return Group(*parts) if parts else None
+
+    return HeavyRendering(np.asarray(scores.values, dtype=float), scale, scores.caption, panel)
+
+
+RENDERERS: dict[str, Callable[[Any], HeavyRendering]] = {}
+"""Renderers by view id for results that are not :class:`TokenScores`."""
+
+
+def render_result(view_id: str, result: Any) -> HeavyRendering:
+    """A heavy result as drawn: its registered renderer, else the generic TokenScores one."""
+    renderer = RENDERERS.get(view_id)
+    if renderer is not None:
+        return renderer(result)
+    if isinstance(result, TokenScores):
+        return render_scores(result)
+    raise TypeError(f"no renderer for a {type(result).__name__} result of view {view_id!r}")
+
+
+def _rich_table(table: Table) -> RichTable:
+    """A detail table; cells of a column titled "token" show their whitespace."""
+    out = RichTable(expand=False, padding=(0, 1), box=box.SIMPLE_HEAD)
+    for col in table.columns:
+        out.add_column(Text(col), no_wrap=True)
+    token_cols = {j for j, col in enumerate(table.columns) if col.lower() == "token"}
+    for row in table.rows:
+        out.add_row(*(Text(shown(str(cell), spaces=j in token_cols)) for j, cell in enumerate(row)))
+    return out
+
+
+def grid_heatmap(grid: np.ndarray, label: str, cursor: int, width: int) -> Text:
+    """A rows × positions heatmap, one cell per token, a window of columns around the cursor.
+
+    Coloured on the grid's own finite min … max (shown), NaN as unavailable.
+    """
+    grid = np.asarray(grid, dtype=float)
+    finite = grid[np.isfinite(grid)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    scale = Scale(lo, hi if hi > lo else lo + 1.0, "", gradient_for(lo, hi))
+    rows, n = grid.shape
+    label_w = len(str(rows - 1)) + 1
+    cols = max(1, width - label_w - 1)
+    start = 0 if n <= cols else min(max(cursor - cols // 2, 0), n - cols)
+    text = Text(no_wrap=True, overflow="crop")
+    text.append(f"{label or 'grid'}", Style(bold=True))
+    text.append(f"  {lo:.3g} … {hi:.3g}, tokens {start}–{min(n, start + cols) - 1}\n")
+    for r in range(rows):
+        text.append(f"{r:>{label_w}} ")
+        for c in range(start, min(n, start + cols)):
+            v = grid[r, c]
+            style = scale.style(float(v))
+            if c == cursor:
+                style = style + Style(underline=True)
+            text.append("▪" if not math.isfinite(v) else " ", style)
+        if r < rows - 1:
+            text.append("\n")
+    return text

@@ -1,0 +1,1 @@
+"""Screens: loading, help, prompt browser."""

@@ -1,0 +1,68 @@
+"""Keys and views, generated from the bindings table and the view registry."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rich.style import Style
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from ..bindings import COMMANDS, keys_of
+from ..views import VIEWS, unavailable_reason
+
+
+class HelpScreen(ModalScreen[None]):
+    """Every command with its current keys, and which views this engine offers."""
+
+    BINDINGS = [
+        Binding("escape,q,question_mark,f1", "dismiss", "close", show=False),
+    ]
+
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll { width: 90; max-width: 100%; height: 90%; border: round $primary; padding: 0 1; background: $surface; overflow-x: hidden; }
+    HelpScreen Static { width: 100%; }
+    """
+
+    def __init__(self, keymap: Mapping[str, str], analyses: Mapping[str, str | None]) -> None:
+        super().__init__()
+        self.keymap = keymap
+        self.analyses = analyses
+
+    def compose(self) -> ComposeResult:
+        scroll = VerticalScroll()
+        scroll.border_title = "keys (esc closes)"
+        with scroll:
+            yield Static(self.keys_table(), id="help-keys")
+            yield Static(self.views_table(), id="help-views")
+
+    def keys_table(self) -> Table:
+        table = Table(box=None, expand=True, show_header=True, padding=(0, 1))
+        table.add_column(Text("keys"), no_wrap=True, style=Style(bold=True))
+        table.add_column(Text("command"))
+        group = None
+        for command in COMMANDS:
+            if command.group != group:
+                group = command.group
+                table.add_row(Text(""), Text(group, style=Style(italic=True, underline=True)))
+            keys = ", ".join(self.app.get_key_display(Binding(key, command.action)) for key in keys_of(command, self.keymap))
+            table.add_row(Text(keys), Text(command.description))
+        table.add_row(Text(""), Text(""))
+        table.add_row(Text("^p"), Text("command palette: every command above by name"))
+        return table
+
+    def views_table(self) -> Table:
+        table = Table(box=None, expand=True, show_header=True, padding=(0, 1), title=Text("views (e / E cycle)", style=Style(bold=True)), title_justify="left")
+        table.add_column(Text("view"), no_wrap=True)
+        table.add_column(Text("status"))
+        for view in VIEWS:
+            reason = unavailable_reason(view, self.analyses)
+            status = Text("available") if reason is None else Text(f"unavailable: {reason}", style=Style(dim=True))
+            table.add_row(Text(view.title), status)
+        return table

@@ -1,0 +1,44 @@
+"""The next-token candidates table: the model's raw distribution after the last token."""
+
+from __future__ import annotations
+
+from textual.widgets import DataTable
+
+from ..render import candidate_cells
+from ..state import Frame
+
+
+class Candidates(DataTable, can_focus=False):
+    """Rank, token, probability, logit (and z); the highlighted row is what ``append`` adds.
+
+    Not focusable: its keys come from the app's one bindings table.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
+        self._shape: tuple[int, bool] | None = None  # (token column width, z shown)
+
+    def show(self, frame: Frame, rows: int, show_z: bool, width: int) -> None:
+        """Fill the table from ``frame`` to fit ``width`` cells; the selection goes back to the top row."""
+        fixed = 3 + 6 + 7 + (6 if show_z else 0)
+        columns = 5 if show_z else 4
+        token_width = max(4, width - fixed - 2 * columns - 1)
+        if self._shape != (token_width, show_z):
+            self.clear(columns=True)
+            self.add_column("#", width=3, key="rank")
+            self.add_column("token", width=token_width, key="token")
+            self.add_column("prob", width=6, key="prob")
+            self.add_column("logit", width=7, key="logit")
+            if show_z:
+                self.add_column("z", width=6, key="z")
+            self._shape = (token_width, show_z)
+        else:
+            self.clear()
+        for cells in candidate_cells(frame.snapshot, frame.cand_texts, rows, show_z):
+            self.add_row(*cells)
+        self.move_cursor(row=0, animate=False, scroll=True)
+
+    @property
+    def selected(self) -> int:
+        """The highlighted row (its rank - 1)."""
+        return max(self.cursor_row, 0)
