@@ -1,0 +1,70 @@
+"""Gradients of one token's log-probability with respect to the input embeddings of its prefix.
+
+f(E) = log_softmax(model(inputs_embeds=E).logits[-1])[target], where E (m, d) is what the model's
+input-embedding module returns for the prefix ids (any family-specific scaling of embeddings happens
+later, inside the forward, exactly as for ``input_ids``). The model's own parameters need no
+gradients; only E does.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ..analyses.attribution import midpoint_alphas
+
+TOKENS_PER_BATCH = 1024  # prefix tokens per forward+backward of integrated gradients
+
+
+def embed(model: torch.nn.Module, ids: Sequence[int]) -> torch.Tensor:
+    """(m, d) input embeddings of ``ids``, detached."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        return model.get_input_embeddings()(torch.tensor([list(ids)], device=device))[0].detach()
+
+
+def _log_prob(model: torch.nn.Module, embeds: torch.Tensor, target: int) -> torch.Tensor:
+    """(B, m, d) embeddings -> (B,) float32 log p(target) after the last position."""
+    kwargs = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    logits = model(inputs_embeds=embeds, use_cache=False, **kwargs).logits[:, -1].float()  # (B, V)
+    return torch.log_softmax(logits, dim=-1)[:, target]
+
+
+def log_prob(model: torch.nn.Module, embeds: torch.Tensor, target: int) -> torch.Tensor:
+    """(B, m, d) embeddings -> (B,) float32 log p(target | prefix), no gradient."""
+    with torch.no_grad():
+        return _log_prob(model, embeds, target)
+
+
+def gradient(model: torch.nn.Module, embeds: torch.Tensor, target: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """f and df/dE for a batch of embeddings (B, m, d): returns (B,) and (B, m, d) float32.
+
+    Batch rows are independent sequences, so the gradient of the sum is each row's own gradient.
+    """
+    with torch.enable_grad():
+        x = embeds.detach().clone().requires_grad_(True)  # (B, m, d)
+        f = _log_prob(model, x, target)  # (B,)
+        (grad,) = torch.autograd.grad(f.sum(), x)
+    return f.detach(), grad.float()
+
+
+def path_mean_gradient(model: torch.nn.Module, embeds: torch.Tensor, target: int, steps: int,
+                       check: Callable[[], None] = lambda: None,
+                       tokens_per_batch: int = TOKENS_PER_BATCH) -> torch.Tensor:
+    """(m, d) float32 mean of df/dE at alpha * E over the midpoint alphas of ``steps`` steps.
+
+    Runs the alphas in batches of about ``tokens_per_batch`` prefix tokens; ``check`` is called
+    between batches (it raises to stop).
+    """
+    alphas = midpoint_alphas(steps)  # (steps,)
+    batch = max(1, tokens_per_batch // max(1, embeds.shape[0]))
+    total = torch.zeros(embeds.shape, dtype=torch.float64, device=embeds.device)  # (m, d)
+    for start in range(0, steps, batch):
+        check()
+        a = alphas[start : start + batch].to(embeds.device)  # (b,)
+        points = (a[:, None, None] * embeds.double()[None]).to(embeds.dtype)  # (b, m, d)
+        _, grad = gradient(model, points, target)  # (b, m, d)
+        total += grad.double().sum(0)
+    return (total / steps).float()
