@@ -231,27 +231,28 @@ def test_saliency_equals_brute_force_autograd(engine):
     assert np.isnan(result.values[cursor:]).all()
 
 
-def test_integrated_gradients_completeness_gap_shrinks(tiny_dirs):
-    """On GPT-2 (position embeddings keep the path smooth) the midpoint sum converges to f(E) - f(0).
-
-    On RMSNorm models the path from zero embeddings is rough close to the baseline (the first norm
-    divides by an RMS that vanishes there), so their gap need not shrink; the caption reports it.
-    """
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2"])
+def test_integrated_gradients_completeness_gap_shrinks(tiny_dirs, family):
+    """From the default baseline (a token's embedding) the midpoint sum converges to f(E) - f(B)."""
     from token_explorer.analyses.attribution import integrated_gradients
-    from token_explorer.model.attribution import embed, log_prob, path_mean_gradient
+    from token_explorer.model.attribution import baseline_token, embed, log_prob, path_mean_gradient
 
-    engine = open_engine(str(tiny_dirs["gpt2"]), device="cpu")
+    engine = open_engine(str(tiny_dirs[family]), device="cpu")
     ids = prompt(engine)
     model, cursor = engine.loaded.model, 9
     embeds = embed(model, ids[:cursor])
+    base = embed(model, [baseline_token(model)] * cursor)
     f_input = float(log_prob(model, embeds[None], ids[cursor])[0])
-    f_base = float(log_prob(model, torch.zeros_like(embeds)[None], ids[cursor])[0])
+    f_base = float(log_prob(model, base[None], ids[cursor])[0])
     gaps = []
     for steps in (4, 64):
-        mean_grad = path_mean_gradient(model, embeds, ids[cursor], steps, tokens_per_batch=3 * cursor)
-        gaps.append(abs(integrated_gradients(embeds, mean_grad, f_input, f_base, steps).gap))
+        mean_grad = path_mean_gradient(model, embeds, ids[cursor], steps, tokens_per_batch=3 * cursor, baseline=base)
+        gaps.append(abs(integrated_gradients(embeds - base, mean_grad, f_input, f_base, steps).gap))
     assert gaps[1] < gaps[0] / 10
     assert gaps[1] < 1e-3
+    through_view = engine.analyze("attribution", ids, cursor, {"method": "integrated_gradients", "steps": 64})
+    assert "baseline: the embedding of token" in through_view.caption
+    np.testing.assert_allclose(np.nansum(through_view.values), f_input - f_base, atol=1e-3)
 
 
 def test_integrated_gradients_caption_reports_the_true_gap(engine):
@@ -262,7 +263,8 @@ def test_integrated_gradients_caption_reports_the_true_gap(engine):
     embeds = embed(engine.loaded.model, ids[:cursor])
     f_input = float(log_prob(engine.loaded.model, embeds[None], ids[cursor])[0])
     f_base = float(log_prob(engine.loaded.model, torch.zeros_like(embeds)[None], ids[cursor])[0])
-    result = engine.analyze("attribution", ids, cursor, {"method": "integrated_gradients", "steps": 16})
+    result = engine.analyze("attribution", ids, cursor,
+                            {"method": "integrated_gradients", "steps": 16, "baseline": "zero"})
     total = float(np.sum(result.values[:cursor], dtype=np.float64))
     assert f"Σ attributions = {total:.4f}" in result.caption
     assert f"f(input) − f(baseline) = {f_input - f_base:.4f}" in result.caption

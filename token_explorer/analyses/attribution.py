@@ -27,11 +27,11 @@ def input_x_gradient(embeds: torch.Tensor, grad: torch.Tensor) -> np.ndarray:
 
 @dataclass(frozen=True)
 class IntegratedGradients:
-    """Integrated gradients from the all-zero embedding baseline, midpoint rule."""
+    """Integrated gradients from a baseline B, midpoint rule."""
 
-    scores: np.ndarray  # (m,) float32: sum over d of E * mean over alphas of df/dE(alpha E)
+    scores: np.ndarray  # (m,) float32: sum over d of (E - B) * mean over alphas of df/dE(B + alpha (E - B))
     f_input: float  # f(E), nats
-    f_baseline: float  # f(0), nats
+    f_baseline: float  # f(B), nats
     steps: int
 
     @property
@@ -41,7 +41,7 @@ class IntegratedGradients:
 
     @property
     def gap(self) -> float:
-        """Completeness gap: sum of attributions - (f(E) - f(0))."""
+        """Completeness gap: sum of attributions - (f(E) - f(B))."""
         return self.total - (self.f_input - self.f_baseline)
 
 
@@ -51,7 +51,7 @@ def midpoint_alphas(steps: int) -> torch.Tensor:
     return (torch.arange(steps, dtype=torch.float64) + 0.5) / steps
 
 
-def integrated_gradients(embeds: torch.Tensor, mean_grad: torch.Tensor, f_input: float,
+def integrated_gradients(delta: torch.Tensor, mean_grad: torch.Tensor, f_input: float,
                          f_baseline: float, steps: int) -> IntegratedGradients:
-    """Scores from E (m, d) and the gradient averaged over the path points alpha * E (m, d)."""
-    return IntegratedGradients(input_x_gradient(embeds, mean_grad), float(f_input), float(f_baseline), steps)
+    """Scores from E - B (m, d) and the gradient averaged over the path points B + alpha (E - B)."""
+    return IntegratedGradients(input_x_gradient(delta, mean_grad), float(f_input), float(f_baseline), steps)

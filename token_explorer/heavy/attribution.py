@@ -16,7 +16,7 @@ import torch
 
 from ..analyses import attribution as attr
 from ..errors import UserError
-from ..model.attribution import embed, gradient, log_prob, path_mean_gradient
+from ..model.attribution import baseline_token, embed, gradient, log_prob, path_mean_gradient
 from ..results import Table, TokenScores
 from . import needs_family, register
 
@@ -24,8 +24,9 @@ TOP = 8
 DEFINITIONS = {
     "saliency": "saliency |∂f/∂e_i| (L2 norm of the gradient)",
     "input_x_gradient": "input × gradient Σ_d e_i·∂f/∂e_i",
-    "integrated_gradients": "integrated gradients from zero embeddings",
+    "integrated_gradients": "integrated gradients",
 }
+BASELINES = ("token", "zero")  # token: every position holds the baseline token's embedding
 
 
 def _method(params: Mapping[str, Any]) -> str:
@@ -42,11 +43,20 @@ def _steps(engine, params: Mapping[str, Any]) -> int:
     return steps
 
 
+def _baseline(params: Mapping[str, Any]) -> str:
+    baseline = params.get("baseline", "token")
+    if baseline not in BASELINES:
+        raise UserError(f"attribution baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
+    return baseline
+
+
 def _key_extra(engine, params: Mapping[str, Any]) -> Mapping[str, Any]:
-    return {"steps": _steps(engine, params)} if params.get("method") == "integrated_gradients" else {}
+    if params.get("method") != "integrated_gradients":
+        return {}
+    return {"steps": _steps(engine, params), "baseline": _baseline(params)}
 
 
-@register("attribution", 1, needs_family, key_extra=_key_extra)
+@register("attribution", 2, needs_family, key_extra=_key_extra)
 def attribution(engine, tokens: Sequence[int], cursor: int, params: Mapping[str, Any]) -> TokenScores:
     """Gradient attribution of log p(token at the cursor | its prefix) to each prefix token."""
     method = _method(params)
@@ -64,13 +74,19 @@ def attribution(engine, tokens: Sequence[int], cursor: int, params: Mapping[str,
         f_input = float(f[0])
         scores = attr.saliency(grad[0]) if method == "saliency" else attr.input_x_gradient(embeds, grad[0])
     else:
-        steps = _steps(engine, params)
-        mean_grad = path_mean_gradient(model, embeds, target, steps, engine.check_cancelled)
-        ends = log_prob(model, torch.stack([embeds, torch.zeros_like(embeds)]), target)  # (2,) f(E), f(0)
+        steps, which = _steps(engine, params), _baseline(params)
+        if which == "zero":
+            base, named = torch.zeros_like(embeds), "zero embeddings"
+        else:  # a real point of embedding space: zero embeddings sit where RMSNorm is singular
+            token = baseline_token(model)
+            base = embed(model, [token] * cursor)
+            named = f"the embedding of token {token} {engine.token_texts([token])[0]!r} at every position"
+        mean_grad = path_mean_gradient(model, embeds, target, steps, engine.check_cancelled, baseline=base)
+        ends = log_prob(model, torch.stack([embeds, base]), target)  # (2,) f(E), f(B)
         f_input, f_base = float(ends[0]), float(ends[1])
-        ig = attr.integrated_gradients(embeds, mean_grad, f_input, f_base, steps)
+        ig = attr.integrated_gradients(embeds - base, mean_grad, f_input, f_base, steps)
         scores = ig.scores
-        note = (f"; {steps} midpoint steps; completeness: Σ attributions = {ig.total:.4f} vs "
+        note = (f"; baseline: {named}; {steps} midpoint steps; completeness: Σ attributions = {ig.total:.4f} vs "
                 f"f(input) − f(baseline) = {f_input - f_base:.4f} (gap {ig.gap:+.2e})")
     values[:cursor] = scores
     finite = np.abs(scores[np.isfinite(scores)])

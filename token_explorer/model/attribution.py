@@ -50,10 +50,24 @@ def gradient(model: torch.nn.Module, embeds: torch.Tensor, target: int) -> tuple
     return f.detach(), grad.float()
 
 
+def baseline_token(model: torch.nn.Module) -> int:
+    """The token whose embedding is the integrated-gradients baseline: pad, else eos, else bos, else 0."""
+    config = model.config
+    for name in ("pad_token_id", "eos_token_id", "bos_token_id"):
+        value = getattr(config, name, None)
+        value = value[0] if isinstance(value, (list, tuple)) and value else value
+        if isinstance(value, int) and 0 <= value < model.get_input_embeddings().weight.shape[0]:
+            return value
+    return 0
+
+
 def path_mean_gradient(model: torch.nn.Module, embeds: torch.Tensor, target: int, steps: int,
                        check: Callable[[], None] = lambda: None,
-                       tokens_per_batch: int = TOKENS_PER_BATCH) -> torch.Tensor:
-    """(m, d) float32 mean of df/dE at alpha * E over the midpoint alphas of ``steps`` steps.
+                       tokens_per_batch: int = TOKENS_PER_BATCH,
+                       baseline: torch.Tensor | None = None) -> torch.Tensor:
+    """(m, d) float32 mean of df/dE at B + alpha (E - B) over the midpoint alphas of ``steps`` steps.
+
+    ``baseline`` B (m, d) defaults to zeros.
 
     Runs the alphas in batches of about ``tokens_per_batch`` prefix tokens; ``check`` is called
     between batches (it raises to stop).
@@ -64,7 +78,8 @@ def path_mean_gradient(model: torch.nn.Module, embeds: torch.Tensor, target: int
     for start in range(0, steps, batch):
         check()
         a = alphas[start : start + batch].to(embeds.device)  # (b,)
-        points = (a[:, None, None] * embeds.double()[None]).to(embeds.dtype)  # (b, m, d)
+        base = torch.zeros_like(embeds) if baseline is None else baseline
+        points = (base.double()[None] + a[:, None, None] * (embeds - base).double()[None]).to(embeds.dtype)  # (b, m, d)
         _, grad = gradient(model, points, target)  # (b, m, d)
         total += grad.double().sum(0)
     return (total / steps).float()
