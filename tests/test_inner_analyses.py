@@ -126,12 +126,13 @@ def test_attention_aggregates_over_what_it_says(engine, tiny_dir):
     cursor = 8
     rows = eager_rows(tiny_dir, ids, cursor)  # (L, H, cursor+1)
     mean = engine.analyze("attention", ids, cursor, {})
-    np.testing.assert_allclose(mean.values, rows.mean((0, 1)), atol=1e-5)
+    np.testing.assert_allclose(mean.values[: cursor + 1], rows.mean((0, 1)), atol=1e-5)
+    assert np.isnan(mean.values[cursor + 1 :]).all(), "only tokens up to the cursor are attended"
     assert "mean over all" in mean.caption
     top = engine.analyze("attention", ids, cursor, {"aggregate": "max", "layer": 2})
-    np.testing.assert_allclose(top.values, rows[2].max(0), atol=1e-5)
+    np.testing.assert_allclose(top.values[: cursor + 1], rows[2].max(0), atol=1e-5)
     one = engine.analyze("attention", ids, cursor, {"layer": 1, "head": 3})
-    np.testing.assert_allclose(one.values, rows[1, 3], atol=1e-5)
+    np.testing.assert_allclose(one.values[: cursor + 1], rows[1, 3], atol=1e-5)
     entropy = mean.tables[1]
     p = rows[2, 1]
     expected = -(p[p > 0] * np.log2(p[p > 0])).sum()
@@ -277,8 +278,8 @@ def test_attribution_only_before_the_cursor(engine, method):
     cursor = 8
     params = {"method": method, "steps": 8}
     base = engine.analyze("attribution", ids, cursor, params)
-    assert base.values.shape == (cursor + 1,)
-    assert np.isfinite(base.values[:cursor]).all() and np.isnan(base.values[cursor])
+    assert base.values.shape == (len(ids),)
+    assert np.isfinite(base.values[:cursor]).all() and np.isnan(base.values[cursor:]).all()
     first = engine.analyze("attribution", ids, 0, params)
     assert np.isnan(first.values).all() and "no prefix" in first.caption
 

@@ -9,10 +9,12 @@ Synchronous and free of any UI; usable from a notebook::
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import heavy
@@ -21,7 +23,7 @@ from .config import Settings
 from .errors import Cancelled, UserError
 from .model.loading import Loaded, Progress, load_model
 from .model.session import Session
-from .results import ModelInfo, Snapshot
+from .results import ModelInfo, Snapshot, TokenScores
 from .tokens import piece_text
 
 
@@ -143,22 +145,33 @@ class Engine:
         extra = dict(entry.key_extra(self, params)) if entry.key_extra else {}
         key = make_key(model=self.info.fingerprint, tokens=scope, analysis=f"{name}/v{entry.version}",
                        params={**dict(params), **extra, "cursor": cursor, "n": len(scope)})
-        cached = self.results.get(key)
-        if cached is not None:
-            return cached
-        with self._lock:
-            self._cancelled = cancelled
-            try:
-                result = entry.run(self, tokens, cursor, params)
-            finally:
-                self._cancelled = None
-        self.results.put(key, result)
-        return result
+        result = self.results.get(key)
+        if result is None:
+            with self._lock:
+                self._cancelled = cancelled
+                try:
+                    result = entry.run(self, tokens, cursor, params)
+                finally:
+                    self._cancelled = None
+            self.results.put(key, result)
+        return _fit(result, len(tokens))
 
     def check_cancelled(self) -> None:
         """Raise ``Cancelled`` if the running analysis was cancelled (called between layers)."""
         if self._cancelled is not None and self._cancelled():
             raise Cancelled()
+
+
+def _fit(result: Any, n: int) -> Any:
+    """A prefix-only result stretched to the whole prompt: NaN (undefined) past its last position."""
+    if not isinstance(result, TokenScores) or len(result.values) >= n:
+        return result
+    values = np.full(n, np.nan, np.float32)
+    values[: len(result.values)] = result.values
+    grid = result.grid
+    if grid is not None and grid.shape[1] < n:
+        grid = np.concatenate([grid, np.full((grid.shape[0], n - grid.shape[1]), np.nan, grid.dtype)], axis=1)
+    return dataclasses.replace(result, values=values, grid=grid)
 
 
 def open_engine(
