@@ -11,7 +11,7 @@ from pathlib import Path
 from .config import Settings, load_settings
 from .errors import UserError
 
-SUBCOMMANDS = ("peek",)
+SUBCOMMANDS = ("peek", "sae")
 
 
 def _config_path(given: str | None) -> Path | None:
@@ -122,6 +122,12 @@ def run_explore(args: argparse.Namespace) -> int:
     app = make_app(settings, lambda progress: _engine(settings, progress), initial_text=text,
                    start_view="lens" if args.layer_prob else None)
     app.run()
+    if getattr(app, "engine", None) is None:
+        # quit while the model was still loading: the loader thread cannot be interrupted, and
+        # waiting for it would keep the process alive after the screen closed
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
@@ -130,6 +136,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else "explore"
     if command != "explore":
         argv = argv[1:]
+    if command == "sae":
+        from .sae.cli import main as sae_main
+
+        try:
+            return sae_main(argv)
+        except UserError as exc:
+            print(f"token-explorer: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 130
     args = build_parser(command).parse_args(argv)
     try:
         return run_peek(args) if command == "peek" else run_explore(args)

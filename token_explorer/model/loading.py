@@ -96,6 +96,17 @@ def _file_tag(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _remove_abandoned(target: Path) -> None:
+    """Delete temporary folders of conversions whose process is gone (killed mid-way)."""
+    for tmp in target.parent.glob(f".{target.name}.tmp-*"):
+        try:
+            os.kill(int(tmp.name.rsplit("-", 1)[1]), 0)
+        except (ValueError, ProcessLookupError):
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            pass
+
+
 def convert_gguf(gguf: Path, progress: Progress = _quiet) -> Path:
     """Convert a GGUF file once into a safetensors folder under ``models_dir()``.
 
@@ -108,6 +119,7 @@ def convert_gguf(gguf: Path, progress: Progress = _quiet) -> Path:
     if (target / "config.json").is_file() and (target / "token_explorer.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(target)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
