@@ -55,6 +55,8 @@ class Engine:
             fingerprint=loaded.fingerprint,
             supported=self.session.family is not None,
             notes=notes,
+            dictionaries=tuple(str(entry.get("name") or f"L{entry.get('layer')} {entry.get('hook')}")
+                               for entry in self.settings.sae),
         )
 
     # -- text ----------------------------------------------------------------------------------

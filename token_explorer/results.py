@@ -105,6 +105,22 @@ class ModelInfo:
     fingerprint: str  # identifies weights + dtype for cache keys
     supported: bool = True  # family table known (views needing it available)
     notes: tuple[str, ...] = field(default_factory=tuple)
+    dictionaries: tuple[str, ...] = ()  # configured SAE / transcoder entries, in config order
+
+    @property
+    def last_block(self) -> int:
+        """Index of the last transformer block."""
+        return max(0, self.n_layers - 1)
+
+    @property
+    def last_head(self) -> int:
+        """Index of the last attention head of a block."""
+        return max(0, self.n_heads - 1)
+
+    @property
+    def last_dictionary(self) -> int:
+        """Index of the last configured dictionary (0 when there is none)."""
+        return max(0, len(self.dictionaries) - 1)
 
 
 @register_type

@@ -583,6 +583,12 @@ class TokenExplorerApp(App):
         self._show_view(cycle(self.view_id, self.analyses, -1))
 
     def action_lens(self) -> None:
+        if self.view_id == "sae" and self.view.step is not None:  # p cycles the configured dictionaries
+            params = self.view_params()
+            lo, hi = self.view.step.bounds(self.engine.info)
+            params[self.view.step.name] = lo if params[self.view.step.name] >= hi else params[self.view.step.name] + 1
+            self._refresh()
+            return
         if self.view_id == LENS_VIEW:
             self._show_view(self._before_lens)
             return
@@ -604,13 +610,19 @@ class TokenExplorerApp(App):
         self._refresh()
 
     def action_layer_step(self, delta: int) -> None:
+        self._step(self.view.step, "layer", delta)
+
+    def action_pick_step(self, delta: int) -> None:
+        self._step(self.view.pick, "head or feature", delta)
+
+    def _step(self, stepper, what: str, delta: int) -> None:
         view = self.view
-        if view.step is None:
-            self.notify(f"the {view.title} view has no layer to step", severity="warning", markup=False)
+        if stepper is None:
+            self.notify(f"the {view.title} view has no {what} to step", severity="warning", markup=False)
             return
         params = self.view_params(view)
-        lo, hi = view.step.bounds(self.engine.info)
-        params[view.step.name] = min(max(params[view.step.name] + delta, lo), hi)
+        lo, hi = stepper.bounds(self.engine.info)
+        params[stepper.name] = min(max(params[stepper.name] + delta, lo), hi)
         self._refresh()
 
     def action_toggle_z(self) -> None:

@@ -33,13 +33,13 @@ class Choice:
 class Stepper:
     """An integer parameter from ``lo`` to ``hi`` (an int or a ModelInfo attribute name, e.g. ``"n_layers"``).
 
-    ``default`` is an int, or ``None`` for ``hi``.
+    ``default`` is an int, ``None`` for ``hi``, or ``"middle"`` for halfway.
     """
 
     name: str
     lo: int = 0
     hi: int | str = "n_layers"
-    default: int | None = None
+    default: int | str | None = None
 
     def bounds(self, info: ModelInfo) -> tuple[int, int]:
         """(lo, hi) for this model."""
@@ -48,7 +48,11 @@ class Stepper:
 
     def initial(self, info: ModelInfo) -> int:
         lo, hi = self.bounds(info)
-        return hi if self.default is None else min(max(self.default, lo), hi)
+        if self.default is None:
+            return hi
+        if self.default == "middle":
+            return (lo + hi) // 2
+        return min(max(int(self.default), lo), hi)
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,9 @@ class View:
     title: str
     measure: Measure | None = None  # light views
     analysis: str | None = None  # heavy views: the engine analysis to run
-    mode: Choice | None = None
-    step: Stepper | None = None
+    mode: Choice | None = None  # cycled by m
+    step: Stepper | None = None  # stepped by , and . (a layer, or a dictionary)
+    pick: Stepper | None = None  # stepped by < and > (a head, or a feature rank)
 
     @property
     def heavy(self) -> bool:
@@ -145,15 +150,19 @@ VIEWS: tuple[View, ...] = (
         ),
     ),
     # Heavy views: one analysis each; the engine says which it offers.
-    View("lens", "logit lens", analysis="lens", step=Stepper("layer", 0, "n_layers")),
+    View("lens", "logit lens", analysis="lens", mode=Choice("quantity", ("prob", "rank")),
+         step=Stepper("layer", 0, "n_layers")),
     View(
         "attention",
         "attention influence",
         analysis="attention",
         mode=Choice("aggregate", ("mean", "max")),
+        step=Stepper("layer", -1, "last_block", default=-1),  # -1: all layers
+        pick=Stepper("head", -1, "last_head", default=-1),  # -1: all heads
     ),
     View("similarity", "similarity to cursor", analysis="similarity", step=Stepper("layer", 0, "n_layers")),
-    View("hidden_similarity", "hidden-state similarity", analysis="hidden_similarity"),
+    View("hidden_similarity", "hidden-state similarity", analysis="hidden_similarity",
+         step=Stepper("layer", 0, "n_layers", default="middle")),
     View("residual", "residual stream", analysis="residual", step=Stepper("layer", 0, "n_layers")),
     View(
         "attribution",
@@ -161,7 +170,8 @@ VIEWS: tuple[View, ...] = (
         analysis="attribution",
         mode=Choice("method", ("saliency", "input_x_gradient", "integrated_gradients")),
     ),
-    View("sae", "SAE features", analysis="sae", step=Stepper("layer", 0, "n_layers")),
+    View("sae", "SAE features", analysis="sae", step=Stepper("entry", 0, "last_dictionary", default=0),
+         pick=Stepper("rank", 1, 10, default=1)),  # which of the cursor's top features colours the prompt
 )
 """Every view, in cycling order."""
 
@@ -202,6 +212,7 @@ def default_params(view: View, info: ModelInfo) -> dict[str, Any]:
     params: dict[str, Any] = {}
     if view.mode is not None:
         params[view.mode.name] = view.mode.options[0]
-    if view.step is not None:
-        params[view.step.name] = view.step.initial(info)
+    for stepper in (view.step, view.pick):
+        if stepper is not None:
+            params[stepper.name] = stepper.initial(info)
     return params
