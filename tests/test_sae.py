@@ -234,6 +234,10 @@ def test_view_values_and_top_table(llama):
     rows = scores.tables[0].rows
     acts = [float(r[1]) for r in rows]
     assert acts == sorted(acts, reverse=True) and len(rows) <= 10 and int(rows[0][0]) == top
+    assert [r[3] for r in rows][:2] == ["●", ""], "the feature colouring the prompt is marked"
+    second = engine.analyze("sae", tokens, cursor, {"entry": 0, "rank": 2})
+    np.testing.assert_allclose(second.values[: cursor + 1], feats[:, int(rows[1][0])].numpy(), atol=1e-4)
+    assert [r[3] for r in second.tables[0].rows][:2] == ["", "●"]
     assert f"feature {top}" in scores.caption and "resid_post" in scores.caption
     chosen = engine.analyze("sae", tokens, cursor, {"entry": 0, "feature": 3})
     np.testing.assert_allclose(chosen.values[: cursor + 1], feats[:, 3].numpy(), atol=1e-4)

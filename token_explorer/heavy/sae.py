@@ -108,7 +108,7 @@ def sae_features(engine, tokens: Sequence[int], cursor: int, params: Mapping[str
     hi = float(values.max()) if values.size else 0.0
     active = int((at_cursor > 0).sum())
     rows = tuple(
-        (f"{'▶' if int(i) == feature else ' '}{int(i)}", f"{float(v):.3f}", labels.get(int(i), ""))
+        (str(int(i)), f"{float(v):.3f}", labels.get(int(i), ""), "●" if int(i) == feature else "")
         for i, v in zip(top.indices.tolist(), top.values.tolist()) if v > 0
     )
     label = f" ({labels[feature]})" if feature in labels else ""
@@ -117,7 +117,7 @@ def sae_features(engine, tokens: Sequence[int], cursor: int, params: Mapping[str
     caption = (f"activation of feature {feature}{label} ({how}) of {entry.title}: {kind} at layer "
                f"{entry.layer}, {dictionary.architecture}, {dictionary.n_features} features; "
                f"{active} features active at the cursor")
-    table = Table(f"top features at the cursor ({entry.title})", ("feature", "activation", "label"),
-                  rows or (("-", "no feature active", ""),))
+    table = Table(f"top features at the cursor ({entry.title})", ("feature", "activation", "label", "shown"),
+                  rows or (("-", "no feature active", "", ""),))
     return TokenScores(view="sae", values=values, lo=0.0, hi=hi if hi > 0 else 1.0, unit="",
                        caption=caption, tables=(table,))
