@@ -89,3 +89,28 @@ def test_seed_flags_exist():
     assert (args.input, args.bf16, args.layer_prob, args.seed, args.config, args.model) == (
         "f.txt", True, True, 3, "c.toml", "m")
     assert build_parser("explore").parse_args(["-i", "x"]).input == "x"
+
+
+def _option_strings(parser) -> set[str]:
+    found = set()
+    for action in parser._actions:
+        found.update(action.option_strings)
+        if isinstance(action.choices, dict):  # subcommands
+            for sub in action.choices.values():
+                found |= _option_strings(sub)
+    return found
+
+
+def test_every_flag_in_the_readme_exists():
+    """A documented flag that does not exist is a bug (the earlier tools had several)."""
+    import re
+    from pathlib import Path
+
+    from token_explorer.sae.cli import build_parser as sae_parser
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    known = _option_strings(build_parser("explore")) | _option_strings(build_parser("peek"))
+    known |= _option_strings(sae_parser())
+    flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9_-]*)", readme)) - {"--no-deps"}  # pip's
+    assert flags, "the README documents flags"
+    assert sorted(flags - known) == []

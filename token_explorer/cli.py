@@ -50,7 +50,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="token-explorer",
         description="Step through a language model's generation one token at a time. "
-        "Subcommands: 'token-explorer peek --help'.",
+        "Subcommands: peek (token-explorer peek --help), sae train (token-explorer sae train --help).",
     )
     parser.add_argument("--input", "-i", metavar="FILE", help="start from the text of this file")
     parser.add_argument("--layer_prob", "--layer-prob", action="store_true", help="start in the layer (logit lens) view")
