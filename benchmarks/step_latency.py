@@ -5,6 +5,9 @@ For prompts of 32, 128, 512 and 1024 tokens it times, as medians:
   recompute   one forward over the whole prompt, no cache (what the earlier tool did per key)
   append_table  engine.append with the lens off: the next-token table ready
   append_all    engine.append with every per-position result, the per-layer lens included
+                (both: successive appends, as when stepping forward)
+  reappend_all  engine.append right after a pop, lens on: the position popped back to must have its
+                last-position buffers (full logits and lens) recomputed from the captured residuals
   pop         engine.pop (a cache crop)
   switch      engine.set_tokens to a branch sharing all but the last 8 tokens
 and prints the ratios to decode. The last line is a one-line summary.
@@ -40,17 +43,17 @@ def median_ms(fn, reps: int) -> float:
     return statistics.median(times)
 
 
-def prompt_ids(engine: Engine, n: int) -> list[int]:
+def prompt_ids(engine: Engine, n: int, extra: int) -> list[int]:
     ids: list[int] = []
-    while len(ids) < n + 1:
+    while len(ids) < n + extra:
         ids += engine.tokenize(TEXT)
-    return ids[: n + 1]  # n prompt tokens + the token to append
+    return ids[: n + extra]  # n prompt tokens + the tokens to append
 
 
 def bench_length(n: int, bare, engines: dict[str, Engine], reps: int) -> dict[str, float]:
     plain, full = engines["table"], engines["all"]
-    ids = prompt_ids(plain, n)
-    prompt, extra = ids[:n], ids[n]
+    ids = prompt_ids(plain, n, reps + 1)
+    prompt, extra, steps = ids[:n], ids[n], ids[n : n + reps]
     row: dict[str, float] = {}
 
     cache = DynamicCache(config=bare.config)
@@ -68,19 +71,29 @@ def bench_length(n: int, bare, engines: dict[str, Engine], reps: int) -> dict[st
 
     for key, engine in (("append_table", plain), ("append_all", full)):
         engine.set_tokens(prompt)
-        engine.append(extra)
+        engine.append(extra)  # warm-up
         engine.pop()
         times, pops = [], []
-        for _ in range(reps):
+        for token in steps:  # stepping forward: each append on top of the previous one
             start = time.perf_counter()
-            engine.append(extra)
+            engine.append(token)
             times.append((time.perf_counter() - start) * 1000)
+        for _ in steps:
             start = time.perf_counter()
             engine.pop()
             pops.append((time.perf_counter() - start) * 1000)
         row[key] = statistics.median(times)
         if key == "append_all":
             row["pop"] = statistics.median(pops)
+            again = []
+            for _ in range(reps):
+                engine.append(extra)
+                engine.pop()
+                start = time.perf_counter()
+                engine.append(extra)
+                again.append((time.perf_counter() - start) * 1000)
+                engine.pop()
+            row["reappend_all"] = statistics.median(again)
 
     branch = prompt[:-8] + list(reversed(prompt[-8:]))
     full.set_tokens(prompt)
@@ -116,15 +129,15 @@ def main() -> None:
     }
     print(f"bundled SmolLM2-135M-Instruct on {args.device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, median of {args.reps} (ms)")
-    header = ["tokens", "decode", "recompute", "append_table", "append_all", "pop", "switch"]
-    print("  ".join(f"{h:>12}" for h in header) + "   ratios to decode: table / all / recompute / switch")
+    header = ["tokens", "decode", "recompute", "append_table", "append_all", "reappend_all", "pop", "switch"]
+    print("  ".join(f"{h:>12}" for h in header) + "   ratios to decode: table / all / reappend / recompute / switch")
     rows = {}
     for n in lengths:
         row = bench_length(n, bare, engines, args.reps)
         rows[n] = row
         d = row["decode"]
         print("  ".join(f"{v:>12.2f}" for v in [n] + [row[h] for h in header[1:]])
-              + f"   {row['append_table'] / d:.2f} / {row['append_all'] / d:.2f} / "
+              + f"   {row['append_table'] / d:.2f} / {row['append_all'] / d:.2f} / {row['reappend_all'] / d:.2f} / "
               f"{row['recompute'] / d:.1f} / {row['switch'] / d:.2f}")
     n = max(lengths)
     r = rows[n]
