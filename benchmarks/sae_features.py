@@ -24,46 +24,16 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, DynamicCache
-
+from baseline import bare_model, decode_ms, prompt_ids
 from token_explorer.cache import ResultCache
 from token_explorer.config import CacheSettings, Settings
 from token_explorer.engine import Engine
-from token_explorer.model.loading import bundled_gguf, convert_gguf, load_model
-
-TEXT = (
-    "Question: Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
-    "How many clips did Natalia sell altogether in April and May? Reasoning: Natalia sold 48/2 = 24 clips in May. "
-    "Natalia sold 48+24 = 72 clips altogether in April and May. Answer: 72. "
-)
-
+from token_explorer.model.loading import load_model
 
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return (time.perf_counter() - start) * 1000
-
-
-def prompt_ids(engine: Engine, n: int) -> list[int]:
-    ids: list[int] = []
-    while len(ids) < n + 1:
-        ids += engine.tokenize(TEXT)
-    return ids[: n + 1]
-
-
-def decode_ms(bare, ids: list[int], reps: int) -> float:
-    n = len(ids) - 1
-    cache = DynamicCache(config=bare.config)
-    with torch.no_grad():
-        bare(torch.tensor([ids[:n]]), past_key_values=cache, use_cache=True)
-        step = torch.tensor([[ids[n]]])
-
-        def one():
-            bare(step, past_key_values=cache, use_cache=True)
-            cache.crop(-1)  # transformers 5: a negative count removes tokens
-
-        one()
-        return statistics.median(timed(one) for _ in range(reps))
 
 
 def main() -> None:
@@ -78,8 +48,7 @@ def main() -> None:
     lengths = [int(x) for x in args.lengths.split(",")]
     work = Path(tempfile.mkdtemp(prefix="sae-bench-"))
 
-    folder = convert_gguf(bundled_gguf())
-    bare = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="sdpa").eval()
+    bare = bare_model()
     d = int(bare.config.hidden_size)
     path = args.sae
     if path is None:
@@ -99,10 +68,10 @@ def main() -> None:
     print(f"{'tokens':>8} {'decode':>9} {'cold':>9} {'memory':>9} {'disk':>9}   ratios to decode: cold / memory / disk")
     row = {}
     for n in lengths:
-        ids = prompt_ids(engine, n)
+        ids = prompt_ids(engine.tokenize, n)
         engine.set_tokens(ids)
         cursor = len(ids) - 1
-        dec = decode_ms(bare, ids, args.reps * 3)
+        dec = decode_ms(bare, ids[:-1], ids[-1], args.reps * 3)
         engine.analyze("sae", ids, 0, {"entry": 0, "feature": -1})  # load the dictionary once
         colds, mems, disks = [], [], []
         for rep in range(args.reps):

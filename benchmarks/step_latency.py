@@ -22,17 +22,9 @@ import statistics
 import time
 
 import torch
-from transformers import AutoModelForCausalLM, DynamicCache
-
+from baseline import bare_model, decode_ms, prompt_ids
 from token_explorer.engine import Engine
-from token_explorer.model.loading import bundled_gguf, convert_gguf, load_model
-
-TEXT = (
-    "Question: Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
-    "How many clips did Natalia sell altogether in April and May? Reasoning: Natalia sold 48/2 = 24 clips in May. "
-    "Natalia sold 48+24 = 72 clips altogether in April and May. Answer: 72. "
-)
-
+from token_explorer.model.loading import load_model
 
 def median_ms(fn, reps: int) -> float:
     times = []
@@ -43,30 +35,14 @@ def median_ms(fn, reps: int) -> float:
     return statistics.median(times)
 
 
-def prompt_ids(engine: Engine, n: int, extra: int) -> list[int]:
-    ids: list[int] = []
-    while len(ids) < n + extra:
-        ids += engine.tokenize(TEXT)
-    return ids[: n + extra]  # n prompt tokens + the tokens to append
-
-
 def bench_length(n: int, bare, engines: dict[str, Engine], reps: int) -> dict[str, float]:
     plain, full = engines["table"], engines["all"]
-    ids = prompt_ids(plain, n, reps + 1)
+    ids = prompt_ids(plain.tokenize, n, reps + 1)
     prompt, extra, steps = ids[:n], ids[n], ids[n : n + reps]
     row: dict[str, float] = {}
 
-    cache = DynamicCache(config=bare.config)
+    row["decode"] = decode_ms(bare, prompt, extra, reps)
     with torch.no_grad():
-        bare(torch.tensor([prompt]), past_key_values=cache, use_cache=True)
-        step = torch.tensor([[extra]])
-
-        def decode():
-            bare(step, past_key_values=cache, use_cache=True)
-            cache.crop(-1) if _negative_crop() else cache.crop(n)
-
-        decode()
-        row["decode"] = median_ms(decode, reps)
         row["recompute"] = median_ms(lambda: bare(torch.tensor([prompt + [extra]])), max(3, reps // 5))
 
     for key, engine in (("append_table", plain), ("append_all", full)):
@@ -107,12 +83,6 @@ def bench_length(n: int, bare, engines: dict[str, Engine], reps: int) -> dict[st
     return row
 
 
-def _negative_crop() -> bool:
-    import transformers
-
-    return int(transformers.__version__.split(".")[0]) >= 5
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", default="32,128,512,1024")
@@ -121,8 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     lengths = [int(x) for x in args.lengths.split(",")]
 
-    folder = convert_gguf(bundled_gguf())
-    bare = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="sdpa").to(args.device).eval()
+    bare = bare_model(args.device)
     engines = {
         "table": Engine(load_model("bundled", device=args.device), lens=False),
         "all": Engine(load_model("bundled", device=args.device), lens=True),

@@ -20,18 +20,10 @@ import statistics
 import time
 
 import torch
-from transformers import AutoModelForCausalLM, DynamicCache
-
+from baseline import bare_model, decode_ms, prompt_ids
 from token_explorer.cache import ResultCache
 from token_explorer.engine import Engine
-from token_explorer.model.loading import bundled_gguf, convert_gguf, load_model
-
-TEXT = (
-    "Question: Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
-    "How many clips did Natalia sell altogether in April and May? Reasoning: Natalia sold 48/2 = 24 clips in May. "
-    "Natalia sold 48+24 = 72 clips altogether in April and May. Answer: 72. "
-)
-
+from token_explorer.model.loading import load_model
 
 def cases(ig_steps: int) -> list[tuple[str, str, dict]]:
     """(label, analysis, params) of every timed view."""
@@ -45,28 +37,6 @@ def cases(ig_steps: int) -> list[tuple[str, str, dict]]:
         ("input_x_grad", "attribution", {"method": "input_x_gradient"}),
         (f"ig{ig_steps}", "attribution", {"method": "integrated_gradients", "steps": ig_steps}),
     ]
-
-
-def prompt_ids(engine: Engine, n: int) -> list[int]:
-    ids: list[int] = []
-    while len(ids) < n + 1:
-        ids += engine.tokenize(TEXT)
-    return ids[: n + 1]  # n prompt tokens + one to decode
-
-
-def decode_ms(bare, prompt: list[int], extra: int, reps: int) -> float:
-    """Median ms of one single-token forward over a KV cache of ``prompt``."""
-    cache = DynamicCache(config=bare.config)
-    step = torch.tensor([[extra]])
-    times = []
-    with torch.no_grad():
-        bare(torch.tensor([prompt]), past_key_values=cache, use_cache=True)
-        for _ in range(reps + 1):
-            start = time.perf_counter()
-            bare(step, past_key_values=cache, use_cache=True)
-            times.append((time.perf_counter() - start) * 1000)
-            cache.crop(-1)  # drop the decoded token again
-    return statistics.median(times[1:])  # the first one warms up
 
 
 SLOW_MS = 5000.0  # a view slower than this once is timed once
@@ -91,8 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     lengths = [int(x) for x in args.lengths.split(",")]
 
-    folder = convert_gguf(bundled_gguf())
-    bare = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="sdpa").to(args.device).eval()
+    bare = bare_model(args.device)
     engine = Engine(load_model("bundled", device=args.device), lens=True)
     engine.results = ResultCache(None, memory_items=0, disk_limit_mb=0)  # stores nothing: every run is cold
     timed = cases(args.ig_steps)
@@ -102,7 +71,7 @@ def main() -> None:
     print(f"{'tokens':>6}  {'view':>12}  {'ms':>10}  {'x decode':>9}")
     ratios: dict[int, dict[str, float]] = {}
     for n in lengths:
-        ids = prompt_ids(engine, n)
+        ids = prompt_ids(engine.tokenize, n)
         prompt = ids[:n]
         engine.set_tokens(prompt)
         decode = decode_ms(bare, prompt, ids[n], max(5, 3 * args.reps))

@@ -11,6 +11,7 @@ Canonical names (TransformerLens style), each a tensor of shape (L, T, d) for L 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -48,9 +49,12 @@ def run_with_hooks(model: torch.nn.Module, family: Family, ids: Sequence[int],
             lambda _m, _a, out, i=i: keep("mlp_in", i, _first(out))))
         handles.append(get_path(block, family.mlp_out).register_forward_hook(
             lambda _m, _a, out, i=i: keep("mlp_out", i, _first(out))))
+    # only the activations are wanted: skip the full-vocabulary logits of every position
+    skip_logits = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     try:
         with torch.set_grad_enabled(grad):
-            model(input_ids=torch.tensor([list(ids)], device=next(model.parameters()).device), use_cache=False)
+            model(input_ids=torch.tensor([list(ids)], device=next(model.parameters()).device), use_cache=False,
+                  **skip_logits)
     finally:
         for handle in handles:
             handle.remove()
