@@ -195,6 +195,11 @@ def test_residual_parts_add_up_and_norms_match(engine):
     np.testing.assert_allclose(result.values, acts["resid_pre"][1].norm(dim=-1).numpy(), rtol=1e-5)
     last = engine.analyze("residual", ids, cursor, {})
     np.testing.assert_allclose(last.values, acts["resid_post"][-1].norm(dim=-1).numpy(), rtol=1e-5)
+    assert engine.session.cache.get_seq_length() == len(ids), "the session's cache is untouched"
+    other = ids[:cursor] + [ids[cursor] ^ 1]  # another branch: computed from scratch
+    mine = run_with_hooks(engine.loaded.model, engine.session.family, other)
+    row = engine.analyze("residual", other, cursor, {}).tables[0].rows[1]
+    assert float(row[2]) == pytest.approx(mine["mlp_out"][1, cursor].norm().item(), rel=1e-3)
 
 
 # -- attribution -----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from ..analyses.residual import block_parts, stream_norms
 from ..errors import UserError
 from ..model.capture import recording
 from ..model.hooks import run_with_hooks
-from ..model.kv_cache import make_cache
+from ..model.kv_cache import GrowingLayer, make_cache
 from ..results import Table, TokenScores
 from . import needs_family, register
 
@@ -134,6 +134,26 @@ def fmt(x: float, digits: int = 4) -> str:
     return "n/a" if not np.isfinite(x) else f"{x:.{digits}g}"
 
 
+def cursor_activations(engine, tokens: Sequence[int], cursor: int, points: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Named activations of the cursor position only, each (L, d).
+
+    When the session holds the cursor's prefix, one single-token forward of the cursor's token runs
+    over a copy of the session's KV cache cut to the positions before it (the session is untouched);
+    otherwise the whole prefix runs from scratch.
+    """
+    session = engine.session
+    ids = [int(t) for t in tokens[: cursor + 1]]
+    layers = getattr(session.cache, "layers", [])
+    if cursor > 0 and session.tokens[: cursor + 1] == ids and layers and all(isinstance(l, GrowingLayer) for l in layers):
+        past = make_cache(session.model.config)
+        for mine, theirs in zip(past.layers, layers):
+            mine.update(theirs.keys[..., :cursor, :].clone(), theirs.values[..., :cursor, :].clone())
+        acts = run_with_hooks(session.model, session.family, ids[cursor:], points, past=past)  # (L, 1, d)
+        return {name: value[:, 0] for name, value in acts.items()}
+    acts = run_with_hooks(session.model, session.family, ids, points)  # (L, cursor+1, d)
+    return {name: value[:, cursor] for name, value in acts.items()}
+
+
 @register("residual", 1, needs_family, needs_prefix_only=False)
 def residual(engine, tokens: Sequence[int], cursor: int, params: Mapping[str, Any]) -> TokenScores:
     """L2 norm of the residual stream per layer and position; each block's updates at the cursor."""
@@ -142,9 +162,8 @@ def residual(engine, tokens: Sequence[int], cursor: int, params: Mapping[str, An
     layer = layer_param(params, n_layers, n_layers)
     grid = stream_norms(cap.resid)  # (L+1, n)
     engine.check_cancelled()
-    acts = run_with_hooks(engine.session.model, engine.session.family, list(tokens[: cursor + 1]),
-                          ("resid_pre", "attn_out", "mlp_out", "resid_post"))  # each (L, cursor+1, d)
-    parts = block_parts(*(acts[k][:, cursor] for k in ("resid_pre", "attn_out", "mlp_out", "resid_post")))
+    acts = cursor_activations(engine, tokens, cursor, ("resid_pre", "attn_out", "mlp_out", "resid_post"))
+    parts = block_parts(*(acts[k] for k in ("resid_pre", "attn_out", "mlp_out", "resid_post")))
     rows = tuple((str(l), fmt(parts.attn_norm[l]), fmt(parts.mlp_norm[l]), fmt(parts.delta_norm[l]),
                   f"{parts.max_error[l]:.1e}") for l in range(n_layers))
     values = grid[layer].astype(np.float32)

@@ -26,8 +26,12 @@ def _first(output) -> torch.Tensor:
 
 
 def run_with_hooks(model: torch.nn.Module, family: Family, ids: Sequence[int],
-                   points: Iterable[str] = POINTS, *, grad: bool = False) -> dict[str, torch.Tensor]:
-    """Forward ``ids`` (no cache) and return the requested activations, each (L, T, d)."""
+                   points: Iterable[str] = POINTS, *, grad: bool = False, past=None) -> dict[str, torch.Tensor]:
+    """Forward ``ids`` and return the requested activations of those positions, each (L, T, d).
+
+    ``past``: a KV cache holding the tokens before ``ids`` (it is extended by the forward); without
+    one the forward runs from scratch, with no cache.
+    """
     wanted = set(points)
     unknown = wanted - set(POINTS)
     assert not unknown, f"unknown hook points {sorted(unknown)}; known: {POINTS}"
@@ -53,8 +57,8 @@ def run_with_hooks(model: torch.nn.Module, family: Family, ids: Sequence[int],
     skip_logits = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     try:
         with torch.set_grad_enabled(grad):
-            model(input_ids=torch.tensor([list(ids)], device=next(model.parameters()).device), use_cache=False,
-                  **skip_logits)
+            model(input_ids=torch.tensor([list(ids)], device=next(model.parameters()).device),
+                  past_key_values=past, use_cache=past is not None, **skip_logits)
     finally:
         for handle in handles:
             handle.remove()
