@@ -63,7 +63,8 @@ def test_incremental_steps_match_full_recompute(engine):
 
 def test_pop_then_append_is_identical(engine):
     ids = engine.tokenize(TEXT)
-    before = engine.set_tokens(ids)
+    engine.set_tokens(ids)
+    before = engine.fill_lens()
     engine.pop()
     engine.pop()
     after = engine.append(ids[-2])
@@ -80,8 +81,11 @@ def test_prefix_reuse_matches_a_fresh_engine(engine, tiny_dir):
     ids = engine.tokenize(TEXT)
     engine.set_tokens(ids)
     branch = ids[:-4] + engine.tokenize(" sea dog")
-    reused = engine.set_tokens(branch)
-    fresh = open_engine(str(tiny_dir), device="cpu", top_k=20, temperature=0.7).set_tokens(branch)
+    engine.set_tokens(branch)
+    reused = engine.fill_lens()
+    fresh = open_engine(str(tiny_dir), device="cpu", top_k=20, temperature=0.7)
+    fresh.set_tokens(branch)
+    fresh = fresh.fill_lens()
     for a, b in zip(reused.positions, fresh.positions):
         np.testing.assert_allclose(a.top_logits, b.top_logits, atol=1e-4)
         np.testing.assert_allclose(a.lens.entropy_bits, b.lens.entropy_bits, atol=1e-4)
@@ -101,7 +105,8 @@ def test_prefix_reuse_runs_only_the_rest(engine, monkeypatch):
 
 
 def test_lens_last_layer_is_the_real_distribution(engine):
-    snap = engine.set_tokens(engine.tokenize(TEXT))
+    engine.set_tokens(engine.tokenize(TEXT))
+    snap = engine.fill_lens()
     for pos in snap.positions:
         np.testing.assert_array_equal(pos.lens.top_ids[-1][:5], pos.top_ids[:5])
         np.testing.assert_allclose(pos.lens.top_probs[-1], pos.top_probs, atol=1e-5)
@@ -113,7 +118,8 @@ def test_lens_last_layer_is_the_real_distribution(engine):
 
 def test_lens_middle_layer_equals_norm_and_unembedding_by_hand(engine):
     ids = engine.tokenize(TEXT)
-    snap = engine.set_tokens(ids)
+    engine.set_tokens(ids)
+    snap = engine.fill_lens()
     model = engine.loaded.model
     with torch.no_grad():
         hidden = model(torch.tensor([ids]), output_hidden_states=True).hidden_states
@@ -128,7 +134,8 @@ def test_lens_middle_layer_equals_norm_and_unembedding_by_hand(engine):
 
 def test_probabilities_sum_to_one_when_all_are_kept(tiny_dirs):
     engine = open_engine(str(tiny_dirs["llama"]), device="cpu", top_k=10_000)
-    snap = engine.set_tokens(engine.tokenize(TEXT))
+    engine.set_tokens(engine.tokenize(TEXT))
+    snap = engine.fill_lens()
     for pos in snap.positions:
         assert len(pos.top_ids) == engine.info.vocab_size
         assert float(pos.top_probs.sum()) == pytest.approx(1.0, abs=1e-4)
@@ -162,3 +169,30 @@ def test_bad_prompts_are_user_errors(engine):
     with pytest.raises(UserError, match="vocabulary"):
         engine.append(10**6)
     assert engine.snapshot().tokens == (5,), "a failed step leaves the prompt as it was"
+
+
+def test_long_prefill_defers_the_lens_and_fill_equals_stepping(engine):
+    from token_explorer.model.session import EAGER_LENS
+
+    ids = engine.tokenize(TEXT)
+    assert len(ids) > EAGER_LENS
+    prefilled = engine.set_tokens(ids)
+    assert all(pos.lens is None for pos in prefilled.positions), "a long prefill leaves the lens for later"
+    stepped = engine.append(ids[3])  # one token: its lens at once, scored by the position before
+    assert stepped.positions[-1].lens is not None and stepped.positions[-1].lens.token_prob is not None
+    engine.pop()
+    engine.set_tokens(ids[:2])
+    engine.fill_lens()  # the two kept positions came from the prefill
+    for token in ids[2:]:
+        by_steps = engine.append(token)
+    engine.set_tokens(ids[:1])
+    engine.set_tokens(ids)
+    filled = engine.fill_lens()
+    for a, b in zip(by_steps.positions, filled.positions):
+        np.testing.assert_array_equal(a.lens.top_ids[:, :3], b.lens.top_ids[:, :3])
+        np.testing.assert_allclose(a.lens.entropy_bits, b.lens.entropy_bits, atol=1e-4)
+        if a.index:
+            np.testing.assert_allclose(a.lens.token_prob, b.lens.token_prob, atol=1e-6)
+            np.testing.assert_array_equal(a.lens.token_rank, b.lens.token_rank)
+    after = engine.append(ids[5])  # the lens buffer left by the fill scores the next token
+    assert after.positions[-1].lens.token_prob[-1] == pytest.approx(after.positions[-1].token_prob, abs=1e-5)

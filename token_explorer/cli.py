@@ -98,6 +98,8 @@ def run_peek(args: argparse.Namespace) -> int:
                      top_k=max(args.top_k, settings.engine.top_k), lens=args.lens)
     ids = engine.tokenize(text)
     snap = engine.set_tokens(ids)
+    if args.lens:
+        snap = engine.fill_lens()
     if args.json:
         print(dumps(peek_document(engine, snap, args.top_k, args.lens)))
     else:

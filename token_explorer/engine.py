@@ -98,6 +98,12 @@ class Engine:
             self.session.pop()
             return self.snapshot()
 
+    def fill_lens(self) -> Snapshot:
+        """Compute the per-layer lens records a long prefill deferred; the snapshot with them."""
+        with self._lock:
+            self.session.fill_lens()
+            return self.snapshot()
+
     def sample(self, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                seed: int | None = None) -> int:
         """Draw the next token from the processed distribution (temperature, then top-k, then top-p).

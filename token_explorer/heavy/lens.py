@@ -75,6 +75,9 @@ def lens(engine, tokens: Sequence[int], cursor: int, params: Mapping[str, Any]) 
     if quantity not in QUANTITIES:
         raise UserError(f"lens quantity must be one of {', '.join(QUANTITIES)}, got {quantity!r}")
     resid = None
+    session = engine.session
+    if list(session.tokens[: len(tokens)]) == list(tokens):
+        session.fill_lens(engine.check_cancelled)  # the records a long prefill left out, once
     found = _from_records(engine, tokens)
     if found is None:
         resid = captures(engine, tokens).resid  # (L+1, n, d)

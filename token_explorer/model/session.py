@@ -9,7 +9,7 @@ views read captures instead of re-running the model.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -27,6 +27,9 @@ from .vocab import Vocab
 
 PREFILL_CHUNK = 256  # tokens per forward when many are added at once
 LENS_BUDGET = 1 << 24  # floats of (layers x positions x vocab) lens logits held at once
+EAGER_LENS = 16  # forwards adding at most this many tokens compute their lens at once; longer
+# prefills (a whole prompt or file) leave it to fill_lens, since on a CPU the lens costs several
+# decode steps per position
 
 
 class Session:
@@ -184,7 +187,8 @@ class Session:
             scored = logits[:-1]  # (m-1, V)
         tok = token_stats(scored, torch.tensor(chunk[skip:], device=logits.device, dtype=torch.long))
         nxt = next_stats(logits, self.top_k, self.temperature)
-        lens = self._lens(n0, chunk) if self.lens_on else [None] * m
+        eager = self.lens_on and m <= EAGER_LENS
+        lens = self._lens_range(n0, self.tokens + chunk, self._last_lens) if eager else [None] * m
         for j, token_id in enumerate(chunk):
             first, t = j < skip, j - skip
             self.positions.append(Position(
@@ -203,27 +207,58 @@ class Session:
             ))
         self.tokens.extend(chunk)
         self._last_logits = logits[-1]
+        if not eager:
+            self._last_lens = None  # recomputed from the captures when the next token needs it
 
-    def _lens(self, n0: int, chunk: list[int]) -> list[LensStats]:
-        """Lens records of the new positions, in batches that bound memory."""
+    def fill_lens(self, check: Callable[[], None] = lambda: None) -> None:
+        """Compute the lens records that a long prefill left out (each once); ``check`` runs
+        between batches and may raise to stop, keeping what is done."""
+        if self.unembed is None:
+            return
+        i, n = 0, len(self.positions)
+        while i < n:
+            if self.positions[i].lens is not None:
+                i += 1
+                continue
+            stop = i
+            while stop < n and self.positions[stop].lens is None:
+                stop += 1
+            prev = None if i == 0 else layer_logprobs(self.unembed(self.resid.view()[:, i - 1]))
+            for start in range(i, stop, self._lens_batch()):
+                check()
+                end = min(stop, start + self._lens_batch())
+                stats = self._lens_range(start, self.tokens, prev, end)
+                for j, lens in enumerate(stats, start):
+                    self.positions[j] = dataclasses.replace(self.positions[j], lens=lens)
+                prev = layer_logprobs(self.unembed(self.resid.view()[:, end - 1]))
+            i = stop
+
+    def _lens_batch(self) -> int:
+        layers = self.resid.view().shape[0]
+        return max(1, LENS_BUDGET // (layers * self.last_logits_size()))
+
+    def _lens_range(self, start: int, tokens: list[int], prev: torch.Tensor | None,
+                    stop: int | None = None) -> list[LensStats]:
+        """Lens records of positions ``start..stop`` (default: to the end of ``tokens``), in batches
+        that bound memory. ``prev``: lens log-probs (L+1, V) at ``start - 1``, which score the
+        token at ``start``. Leaves the last position's lens log-probs in ``_last_lens``."""
         assert self.unembed is not None
         resid = self.resid.view()  # (L+1, n, d)
-        layers, vocab = resid.shape[0], self.last_logits_size()
-        batch = max(1, LENS_BUDGET // (layers * vocab))
+        stop = len(tokens) if stop is None else stop
         out: list[LensStats] = []
-        prev = self._last_lens
-        for start in range(0, len(chunk), batch):
-            stop = min(len(chunk), start + batch)
-            logp = layer_logprobs(self.unembed(resid[:, n0 + start : n0 + stop]))  # (L+1, b, V)
-            for j in range(start, stop):
-                here = logp[:, j - start]  # (L+1, V)
+        for b0 in range(start, stop, self._lens_batch()):
+            b1 = min(stop, b0 + self._lens_batch())
+            logp = layer_logprobs(self.unembed(resid[:, b0:b1]))  # (L+1, b, V)
+            for j in range(b0, b1):
+                here = logp[:, j - b0]  # (L+1, V)
                 stats = lens_stats(here, self.top_k)
                 if prev is not None:
-                    prob, rank = lens_token(prev, chunk[j])
+                    prob, rank = lens_token(prev, tokens[j])
                     stats = dataclasses.replace(stats, token_prob=prob, token_rank=rank)
                 out.append(stats)
                 prev = here
-        self._last_lens = None if prev is None else prev.clone()  # detach from the batch
+        if stop == len(tokens) and prev is not None:
+            self._last_lens = prev.clone()  # detach from the batch
         return out
 
     def last_logits_size(self) -> int:
