@@ -64,3 +64,26 @@ async def test_step_branch_switch_save_on_a_tiny_llama(tmp_path, tiny_dirs):
         assert tuple(doc["token_ids"]) == second
         assert doc["model_fingerprint"] == engine.info.fingerprint
         assert doc["text"] == engine.decode(second)
+
+
+async def test_head_picker_colours_the_prompt_by_one_head(tmp_path, tiny_dirs):
+    engine = open_engine(str(tiny_dirs["qwen2"]), device="cpu", top_k=30)
+    app = make_app(make_settings(tmp_path / "prompts"), lambda progress: engine,
+                   initial_text="Once upon a time", start_view="attention")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        assert app.params["attention"] == {"aggregate": "mean", "layer": -1, "head": -1}
+        await pilot.press("greater_than_sign", "greater_than_sign", "full_stop", "full_stop")
+        await settle(pilot)
+        assert app.params["attention"] == {"aggregate": "mean", "layer": 1, "head": 1}
+        tokens, cursor = app.branch.tokens, app.branch.cursor
+        one_head = engine.analyze("attention", tokens, cursor, {"aggregate": "mean", "layer": 1, "head": 1})
+        assert "layer 1" in one_head.caption and "head 1" in one_head.caption
+        assert "head 1" in screen_text(app)
+        await pilot.press(*["less_than_sign"] * 5)  # bounded below by -1 (all heads)
+        await settle(pilot)
+        assert app.params["attention"]["head"] == -1
+        await pilot.press("e")  # similarity has no head to pick
+        await settle(pilot)
+        await pilot.press("greater_than_sign")
+        assert any("no head or feature" in n.message for n in app._notifications)
