@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -87,3 +88,26 @@ async def test_head_picker_colours_the_prompt_by_one_head(tmp_path, tiny_dirs):
         await settle(pilot)
         await pilot.press("greater_than_sign")
         assert any("no head or feature" in n.message for n in app._notifications)
+
+
+async def test_sae_view_p_cycles_dictionaries_and_rank_picks_features(tmp_path, tiny_dirs):
+    from test_sae import random_weights, write
+
+    saes = (dict(layer=1, hook="resid_post", name="first", path=write(tmp_path / "a.safetensors", random_weights(0))),
+            dict(layer=2, hook="resid_pre", name="second", path=write(tmp_path / "b.safetensors", random_weights(1))))
+    settings = dataclasses.replace(make_settings(tmp_path / "prompts"), sae=saes)
+    engine = open_engine(str(tiny_dirs["llama"]), device="cpu", top_k=30, settings=settings)
+    app = make_app(settings, lambda progress: engine, initial_text="Once upon a time", start_view="sae")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        assert app.params["sae"] == {"entry": 0, "rank": 1}
+        assert "of first" in screen_text(app)
+        await pilot.press("p")
+        await settle(pilot)
+        assert app.params["sae"]["entry"] == 1 and "of second" in screen_text(app)
+        await pilot.press("p")  # wraps around to the first dictionary
+        await settle(pilot)
+        assert app.params["sae"]["entry"] == 0
+        await pilot.press("greater_than_sign")
+        await settle(pilot)
+        assert app.params["sae"]["rank"] == 2 and "number 2 at the cursor" in screen_text(app)
