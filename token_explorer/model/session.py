@@ -188,7 +188,7 @@ class Session:
         tok = token_stats(scored, torch.tensor(chunk[skip:], device=logits.device, dtype=torch.long))
         nxt = next_stats(logits, self.top_k, self.temperature)
         eager = self.lens_on and m <= EAGER_LENS
-        lens = self._lens_range(n0, self.tokens + chunk, self._last_lens) if eager else [None] * m
+        lens = self._lens_range(n0, self.tokens + chunk, self._last_lens)[0] if eager else [None] * m
         for j, token_id in enumerate(chunk):
             first, t = j < skip, j - skip
             self.positions.append(Position(
@@ -227,10 +227,9 @@ class Session:
             for start in range(i, stop, self._lens_batch()):
                 check()
                 end = min(stop, start + self._lens_batch())
-                stats = self._lens_range(start, self.tokens, prev, end)
+                stats, prev = self._lens_range(start, self.tokens, prev, end)
                 for j, lens in enumerate(stats, start):
                     self.positions[j] = dataclasses.replace(self.positions[j], lens=lens)
-                prev = layer_logprobs(self.unembed(self.resid.view()[:, end - 1]))
             i = stop
 
     def _lens_batch(self) -> int:
@@ -238,10 +237,11 @@ class Session:
         return max(1, LENS_BUDGET // (layers * self.last_logits_size()))
 
     def _lens_range(self, start: int, tokens: list[int], prev: torch.Tensor | None,
-                    stop: int | None = None) -> list[LensStats]:
+                    stop: int | None = None) -> tuple[list[LensStats], torch.Tensor | None]:
         """Lens records of positions ``start..stop`` (default: to the end of ``tokens``), in batches
-        that bound memory. ``prev``: lens log-probs (L+1, V) at ``start - 1``, which score the
-        token at ``start``. Leaves the last position's lens log-probs in ``_last_lens``."""
+        that bound memory, and the lens log-probs (L+1, V) of position ``stop - 1``. ``prev``: those
+        of ``start - 1``, which score the token at ``start``. At the end of the prompt the last
+        log-probs also stay in ``_last_lens``."""
         assert self.unembed is not None
         resid = self.resid.view()  # (L+1, n, d)
         stop = len(tokens) if stop is None else stop
@@ -257,9 +257,11 @@ class Session:
                     stats = dataclasses.replace(stats, token_prob=prob, token_rank=rank)
                 out.append(stats)
                 prev = here
-        if stop == len(tokens) and prev is not None:
-            self._last_lens = prev.clone()  # detach from the batch
-        return out
+        if prev is not None:
+            prev = prev.clone()  # detach from the batch
+            if stop == len(tokens):
+                self._last_lens = prev
+        return out, prev
 
     def last_logits_size(self) -> int:
         head = self.model.get_output_embeddings()
