@@ -185,7 +185,8 @@ class Session:
             scored = torch.cat([self._last_logits[None], logits[:-1]])  # (m, V)
         else:
             scored = logits[:-1]  # (m-1, V)
-        tok = token_stats(scored, torch.tensor(chunk[skip:], device=logits.device, dtype=torch.long))
+        targets = torch.tensor(chunk[skip:], device=logits.device, dtype=torch.long)
+        tok = token_stats(scored, targets) if len(targets) else None  # a lone first token has no prefix
         nxt = next_stats(logits, self.top_k, self.temperature)
         eager = self.lens_on and m <= EAGER_LENS
         lens = self._lens_range(n0, self.tokens + chunk, self._last_lens)[0] if eager else [None] * m
