@@ -33,6 +33,7 @@ class Heavy:
 
 
 REGISTRY: dict[str, Heavy] = {}
+_LOADED = False
 
 
 def register(name: str, version: int, available: Check, *, needs_prefix_only: bool = True,
@@ -57,10 +58,13 @@ def needs_family(engine) -> str | None:
 
 
 def load_all() -> dict[str, Heavy]:
-    """Import every module of this package (each registers its analyses); the registry."""
-    import importlib
-    import pkgutil
+    """Import every module of this package once (each registers its analyses); the registry."""
+    global _LOADED
+    if not _LOADED:
+        import importlib
+        import pkgutil
 
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
+        for module in pkgutil.iter_modules(__path__):
+            importlib.import_module(f"{__name__}.{module.name}")
+        _LOADED = True
     return REGISTRY
