@@ -8,12 +8,12 @@ gradients; only E does.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 
 import torch
 
 from ..analyses.attribution import midpoint_alphas
+from .hooks import last_logits_only
 
 TOKENS_PER_BATCH = 1024  # prefix tokens per forward+backward of integrated gradients
 
@@ -27,8 +27,7 @@ def embed(model: torch.nn.Module, ids: Sequence[int]) -> torch.Tensor:
 
 def _log_prob(model: torch.nn.Module, embeds: torch.Tensor, target: int) -> torch.Tensor:
     """(B, m, d) embeddings -> (B,) float32 log p(target) after the last position."""
-    kwargs = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-    logits = model(inputs_embeds=embeds, use_cache=False, **kwargs).logits[:, -1].float()  # (B, V)
+    logits = model(inputs_embeds=embeds, use_cache=False, **last_logits_only(model)).logits[:, -1].float()  # (B, V)
     return torch.log_softmax(logits, dim=-1)[:, target]
 
 
@@ -75,11 +74,12 @@ def path_mean_gradient(model: torch.nn.Module, embeds: torch.Tensor, target: int
     alphas = midpoint_alphas(steps)  # (steps,)
     batch = max(1, tokens_per_batch // max(1, embeds.shape[0]))
     total = torch.zeros(embeds.shape, dtype=torch.float64, device=embeds.device)  # (m, d)
+    base = (torch.zeros_like(embeds) if baseline is None else baseline).double()  # (m, d)
+    delta = embeds.double() - base  # (m, d)
     for start in range(0, steps, batch):
         check()
         a = alphas[start : start + batch].to(embeds.device)  # (b,)
-        base = torch.zeros_like(embeds) if baseline is None else baseline
-        points = (base.double()[None] + a[:, None, None] * (embeds - base).double()[None]).to(embeds.dtype)  # (b, m, d)
+        points = (base[None] + a[:, None, None] * delta[None]).to(embeds.dtype)  # (b, m, d)
         _, grad = gradient(model, points, target)  # (b, m, d)
         total += grad.double().sum(0)
     return (total / steps).float()

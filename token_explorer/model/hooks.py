@@ -21,6 +21,11 @@ from .family import Family, blocks, get_path
 POINTS = ("resid_pre", "attn_out", "resid_mid", "mlp_in", "mlp_out", "resid_post")
 
 
+def last_logits_only(model: torch.nn.Module) -> dict[str, int]:
+    """Forward kwargs that skip the full-vocabulary logits of all but the last position, if supported."""
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+
+
 def _first(output) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
@@ -53,12 +58,10 @@ def run_with_hooks(model: torch.nn.Module, family: Family, ids: Sequence[int],
             lambda _m, _a, out, i=i: keep("mlp_in", i, _first(out))))
         handles.append(get_path(block, family.mlp_out).register_forward_hook(
             lambda _m, _a, out, i=i: keep("mlp_out", i, _first(out))))
-    # only the activations are wanted: skip the full-vocabulary logits of every position
-    skip_logits = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     try:
         with torch.set_grad_enabled(grad):
             model(input_ids=torch.tensor([list(ids)], device=next(model.parameters()).device),
-                  past_key_values=past, use_cache=past is not None, **skip_logits)
+                  past_key_values=past, use_cache=past is not None, **last_logits_only(model))
     finally:
         for handle in handles:
             handle.remove()
