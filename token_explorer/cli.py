@@ -138,18 +138,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else "explore"
     if command != "explore":
         argv = argv[1:]
-    if command == "sae":
-        from .sae.cli import main as sae_main
-
-        try:
-            return sae_main(argv)
-        except UserError as exc:
-            print(f"token-explorer: error: {exc}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            return 130
-    args = build_parser(command).parse_args(argv)
     try:
+        if command == "sae":
+            from .sae.cli import main as sae_main
+
+            return sae_main(argv)
+        args = build_parser(command).parse_args(argv)
         return run_peek(args) if command == "peek" else run_explore(args)
     except UserError as exc:
         print(f"token-explorer: error: {exc}", file=sys.stderr)

@@ -16,7 +16,7 @@ from ..analyses.lens import layer_logprobs, lens_stats
 from ..errors import UserError
 from ..results import LensStats, Table, TokenScores
 from . import needs_family, register
-from .residual import captures, fmt, layer_name, layer_param
+from .residual import captures, fmt, is_prefix, layer_name, layer_param
 
 QUANTITIES = ("prob", "rank")
 LENS_BUDGET = 1 << 24  # floats of (layers x positions x vocab) lens logits held at once
@@ -27,7 +27,7 @@ def _from_records(engine, tokens: Sequence[int]) -> tuple[np.ndarray, np.ndarray
     """(L+1, n) token probabilities and ranks from the session's records, or None if not all there."""
     session = engine.session
     n = len(tokens)
-    if n > len(session.tokens) or list(session.tokens[:n]) != list(tokens):
+    if not is_prefix(tokens, session.tokens):
         return None
     records = session.positions[:n]
     if any(p.lens is None or (i > 0 and p.lens.token_prob is None) for i, p in enumerate(records)):
@@ -60,8 +60,7 @@ def _computed(engine, tokens: Sequence[int], resid: torch.Tensor) -> tuple[np.nd
 
 def _cursor_stats(engine, tokens: Sequence[int], cursor: int, resid: torch.Tensor | None) -> LensStats:
     session = engine.session
-    if (cursor < len(session.positions) and list(session.tokens[: cursor + 1]) == list(tokens[: cursor + 1])
-            and session.positions[cursor].lens is not None):
+    if is_prefix(tokens[: cursor + 1], session.tokens) and session.positions[cursor].lens is not None:
         return session.positions[cursor].lens
     if resid is None:
         resid = captures(engine, tokens[: cursor + 1]).resid
@@ -76,7 +75,7 @@ def lens(engine, tokens: Sequence[int], cursor: int, params: Mapping[str, Any]) 
         raise UserError(f"lens quantity must be one of {', '.join(QUANTITIES)}, got {quantity!r}")
     resid = None
     session = engine.session
-    if list(session.tokens[: len(tokens)]) == list(tokens):
+    if is_prefix(tokens, session.tokens):
         session.fill_lens(engine.check_cancelled)  # the records a long prefill left out, once
     found = _from_records(engine, tokens)
     if found is None:

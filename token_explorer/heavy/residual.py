@@ -35,7 +35,8 @@ class Captures:
     keys: tuple[LayerKeys, ...] = ()  # one per layer, covering the last positions each layer kept
 
 
-def _is_prefix(ids: Sequence[int], of: Sequence[int]) -> bool:
+def is_prefix(ids: Sequence[int], of: Sequence[int]) -> bool:
+    """``ids`` is a prefix of ``of`` (e.g. of the session's prompt)."""
     return len(ids) <= len(of) and list(of[: len(ids)]) == list(ids)
 
 
@@ -59,7 +60,7 @@ def _session_keys(session, m: int) -> tuple[LayerKeys, ...] | None:
 def captures(engine, ids: Sequence[int], *, attention: bool = False) -> Captures:
     """Residual stream (and, with ``attention``, queries and keys) of ``ids``."""
     session, m = engine.session, len(ids)
-    if _is_prefix(ids, session.tokens) and session.resid.length >= m:
+    if is_prefix(ids, session.tokens) and session.resid.length >= m:
         resid = session.resid.view()[:, :m]
         if not attention:
             return Captures(resid)
@@ -144,7 +145,7 @@ def cursor_activations(engine, tokens: Sequence[int], cursor: int, points: Seque
     session = engine.session
     ids = [int(t) for t in tokens[: cursor + 1]]
     layers = getattr(session.cache, "layers", [])
-    if cursor > 0 and session.tokens[: cursor + 1] == ids and layers and all(isinstance(l, GrowingLayer) for l in layers):
+    if cursor > 0 and is_prefix(ids, session.tokens) and layers and all(isinstance(l, GrowingLayer) for l in layers):
         past = make_cache(session.model.config)
         for mine, theirs in zip(past.layers, layers):
             mine.update(theirs.keys[..., :cursor, :].clone(), theirs.values[..., :cursor, :].clone())

@@ -20,6 +20,7 @@ from ..results import Table, TokenScores
 from ..sae.entries import SaeEntry, parse_entries
 from ..sae.weights import fingerprint, load_dictionary, load_labels
 from . import register
+from .residual import captures
 
 TOP = 10  # features listed at the cursor
 
@@ -74,11 +75,9 @@ def hook_acts(engine, entry: SaeEntry, ids: Sequence[int]) -> torch.Tensor:
     prefix; every other point (and any other prefix) from one hooked forward over ``ids``.
     """
     session = engine.session
-    n = len(ids)
-    if (entry.hook in ("resid_pre", "resid_post") and session.resid.length >= n
-            and list(session.tokens[:n]) == list(ids)):
+    if entry.hook in ("resid_pre", "resid_post"):  # the residual stream the engine already captures
         row = entry.layer + (1 if entry.hook == "resid_post" else 0)
-        return session.resid.view()[row, :n].float()  # (T, d)
+        return captures(engine, ids).resid[row].float()  # (T, d)
     acts = run_with_hooks(session.model, session.family, ids, [entry.hook])[entry.hook]  # (L, T, d)
     return acts[entry.layer].float()
 
