@@ -73,6 +73,7 @@ class TokenExplorerApp(App):
     #left { width: 1fr; }
     #prompt { height: 1fr; border: round $primary; padding: 0 1; }
     #panel { height: auto; max-height: 50%; border: round $secondary; padding: 0 1; display: none; }
+    #prompt:focus, #panel:focus { border: double $accent; }
     #side { width: 40; border: round $primary; }
     #candidates { height: 1fr; scrollbar-size-vertical: 1; overflow-x: hidden; }
     #legend { height: 2; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
@@ -113,6 +114,7 @@ class TokenExplorerApp(App):
         self.lane = Lane()
         self._key_time: float | None = None  # arrival of the key being dispatched
         self._removed: tuple[int, Branch] | None = None  # the last removed branch, for undo
+        self._width = 80  # the terminal's width, kept from the last resize event
         self._engine_tokens: tuple[int, ...] | None = None
         self._sync_failed: tuple[int, tuple[int, ...]] | None = None
         # heavy views
@@ -148,11 +150,14 @@ class TokenExplorerApp(App):
             self.notify(f"[keymap] {name}: no such binding id; see the help screen (?) for the ids",
                         severity="warning", markup=False)
         self.set_keymap({k: v for k, v in self.keymap.items() if k not in unknown})
+        self._width = self.size.width
         self._fit_side()
         self.push_screen(LoadingScreen(str(self.settings.model.name)))
         self._load(self.engine_factory)
 
-    def on_resize(self) -> None:
+    def on_resize(self, event: events.Resize) -> None:
+        # runs before App's own resize handler, so ``self.size`` still holds the old size here
+        self._width = event.size.width
         self._fit_side()
         self._refresh()
 
@@ -162,7 +167,7 @@ class TokenExplorerApp(App):
     @property
     def _side_width(self) -> int:
         """Width of the candidates panel: wider on wide terminals and with the z column."""
-        return (40 if self.size.width < 120 else 56) + (4 if self.show_z else 0)
+        return (40 if self._width < 120 else 56) + (4 if self.show_z else 0)
 
     # ------------------------------------------------------------ loading
 
@@ -213,6 +218,10 @@ class TokenExplorerApp(App):
             self.pop_screen()
         self.refresh_bindings()
         self._refresh()
+
+    def get_system_commands(self, screen):
+        """Textual's own palette commands, less its Quit (the bindings table has one)."""
+        return (c for c in super().get_system_commands(screen) if c.title != "Quit")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in _NEEDS_ENGINE and self.engine is None:
@@ -458,7 +467,7 @@ class TokenExplorerApp(App):
             colouring, rendering = self._colouring(frame)
             texts = [p.text for p in frame.snapshot.positions]
             prompt.show(texts, colouring.styles, b.cursor if self.show_cursor else None)
-            self.query_one(Legend).update(legend(title, colouring, self.size.width - 2))
+            self.query_one(Legend).update(legend(title, colouring, self._width - 2))
             if rendering is not None:
                 value = float(rendering.values[b.cursor]) if b.cursor < len(rendering.values) else math.nan
                 line = detail(frame.snapshot, b.cursor, self.view.title, value, rendering.scale.unit)
@@ -537,6 +546,8 @@ class TokenExplorerApp(App):
             table.action_cursor_down()
 
     def action_drop_pending(self) -> None:
+        """Esc: drop the queued steps and give the keys back from a focused panel."""
+        self.set_focus(None)
         dropped = self._drop_steps()
         if dropped:
             self.notify(f"dropped {plural(dropped, 'queued step')}", markup=False)
@@ -702,6 +713,21 @@ class TokenExplorerApp(App):
             return
         self._before_lens = self.view_id
         self._show_view(LENS_VIEW)
+
+    def action_show_view(self, view_id: str) -> None:
+        """Show a view by id (from the command palette)."""
+        if view_id != self.view_id:
+            self._show_view(view_id)
+
+    def action_view_param(self, view_id: str, part: str, delta: int) -> None:
+        """Show a view and cycle its mode or step its layer / pick (from the command palette)."""
+        self.action_show_view(view_id)
+        if part == "mode":
+            self.action_view_mode()
+        elif part == "step":
+            self.action_layer_step(delta)
+        else:
+            self.action_pick_step(delta)
 
     def action_view_mode(self) -> None:
         view = self.view
