@@ -58,7 +58,6 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--input", "-i", metavar="FILE", help="start from the text of this file")
     parser.add_argument("--layer_prob", "--layer-prob", action="store_true", help="start in the layer (logit lens) view")
-    parser.add_argument("--seed", type=int, help="random seed for sampling")
     _model_flags(parser)
     return parser
 
@@ -139,20 +138,17 @@ class _Workers(ThreadPoolExecutor):
 
 
 def run_explore(args: argparse.Namespace) -> int:
-    from .prompts import read_text_prompt
+    from .prompts import load_prompt, read_text_prompt
     from .tui.app import make_app
     from .tui.keymap import check_keymap
 
     config = _config_path(args.config)
     settings = _settings(args)
     check_keymap(settings.keys, str(config or "config"))
-    text = read_text_prompt(Path(args.input)) if args.input else settings.prompt.example_prompt
-    if args.seed is not None:
-        import torch
-
-        torch.manual_seed(args.seed)
+    saved = load_prompt(args.input) if args.input and args.input.lower().endswith(".json") else None
+    text = read_text_prompt(Path(args.input)) if args.input and saved is None else settings.prompt.example_prompt
     app = make_app(settings, lambda progress: _engine(settings, progress), initial_text=text,
-                   start_view="lens" if args.layer_prob else None)
+                   initial_saved=saved, start_view="lens" if args.layer_prob else None)
     loop, workers = asyncio.new_event_loop(), _Workers()
     loop.set_default_executor(workers)
     app.run(loop=loop)
