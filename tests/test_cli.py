@@ -83,12 +83,14 @@ def test_too_long_prompt_is_one_line(capsys, tiny_dirs):
     assert_one_line_error(code, err, "context of 256")
 
 
-def test_seed_flags_exist():
+def test_explore_flags_exist():
     args = build_parser("explore").parse_args(
-        ["--input", "f.txt", "--bf16", "--layer_prob", "--seed", "3", "--config", "c.toml", "--model", "m"])
-    assert (args.input, args.bf16, args.layer_prob, args.seed, args.config, args.model) == (
-        "f.txt", True, True, 3, "c.toml", "m")
+        ["--input", "f.txt", "--bf16", "--layer_prob", "--config", "c.toml", "--model", "m"])
+    assert (args.input, args.bf16, args.layer_prob, args.config, args.model) == (
+        "f.txt", True, True, "c.toml", "m")
     assert build_parser("explore").parse_args(["-i", "x"]).input == "x"
+    with pytest.raises(SystemExit):  # the explorer does not sample, so it takes no seed
+        build_parser("explore").parse_args(["--seed", "3"])
 
 
 def _option_strings(parser) -> set[str]:

@@ -94,7 +94,8 @@ def test_lens_table_is_the_cursor_distribution(engine):
     assert len(table.rows) == engine.info.n_layers + 1
     top = forward(engine, ids).logits[0, cursor].softmax(-1).topk(5)
     text = engine.token_texts([int(top.indices[0])])[0]
-    assert table.rows[-1][3].startswith(f"{text} {top.values[0].item():.3f}")
+    shown_text, shown_prob = table.rows[-1][3].split("  ")[0].rsplit(" ", 1)
+    assert shown_text == text and float(shown_prob) == pytest.approx(top.values[0].item(), abs=1e-3)
 
 
 # -- attention -------------------------------------------------------------------------------------
@@ -261,7 +262,7 @@ def test_integrated_gradients_completeness_gap_shrinks(tiny_dirs, family):
     np.testing.assert_allclose(np.nansum(through_view.values), f_input - f_base, atol=1e-3)
 
 
-def test_integrated_gradients_caption_reports_the_true_gap(engine):
+def test_integrated_gradients_reports_the_true_gap(engine):
     from token_explorer.model.attribution import embed, log_prob
 
     ids = prompt(engine)
@@ -272,9 +273,12 @@ def test_integrated_gradients_caption_reports_the_true_gap(engine):
     result = engine.analyze("attribution", ids, cursor,
                             {"method": "integrated_gradients", "steps": 16, "baseline": "zero"})
     total = float(np.sum(result.values[:cursor], dtype=np.float64))
-    assert f"Σ attributions = {total:.4f}" in result.caption
-    assert f"f(input) − f(baseline) = {f_input - f_base:.4f}" in result.caption
-    assert f"gap {total - (f_input - f_base):+.2e}" in result.caption
+    done = result.completeness
+    assert done is not None and done.steps == 16
+    assert done.f_input == pytest.approx(f_input, abs=1e-5)
+    assert done.f_baseline == pytest.approx(f_base, abs=1e-5)
+    assert done.total == pytest.approx(total, abs=1e-5)
+    assert done.gap == pytest.approx(total - (f_input - f_base), abs=1e-5)
 
 
 @pytest.mark.parametrize("method", ["saliency", "input_x_gradient", "integrated_gradients"])

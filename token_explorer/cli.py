@@ -54,7 +54,6 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--input", "-i", metavar="FILE", help="start from the text of this file")
     parser.add_argument("--layer_prob", "--layer-prob", action="store_true", help="start in the layer (logit lens) view")
-    parser.add_argument("--seed", type=int, help="random seed for sampling")
     _model_flags(parser)
     return parser
 
@@ -108,7 +107,7 @@ def run_peek(args: argparse.Namespace) -> int:
 
 
 def run_explore(args: argparse.Namespace) -> int:
-    from .prompts import read_text_prompt
+    from .prompts import load_prompt, read_text_prompt
     from .tui.app import make_app
     from .tui.bindings import BINDING_IDS
 
@@ -116,13 +115,10 @@ def run_explore(args: argparse.Namespace) -> int:
     unknown = sorted(set(settings.keys) - set(BINDING_IDS))
     if unknown:
         raise UserError(f"{args.config or 'config'}: [keymap] has unknown binding id '{unknown[0]}'")
-    text = read_text_prompt(Path(args.input)) if args.input else settings.prompt.example_prompt
-    if args.seed is not None:
-        import torch
-
-        torch.manual_seed(args.seed)
+    saved = load_prompt(args.input) if args.input and args.input.lower().endswith(".json") else None
+    text = read_text_prompt(Path(args.input)) if args.input and saved is None else settings.prompt.example_prompt
     app = make_app(settings, lambda progress: _engine(settings, progress), initial_text=text,
-                   start_view="lens" if args.layer_prob else None)
+                   initial_saved=saved, start_view="lens" if args.layer_prob else None)
     app.run()
     if getattr(app, "engine", None) is None:
         # quit while the model was still loading: the loader thread cannot be interrupted, and

@@ -135,6 +135,22 @@ class Table:
 
 @register_type
 @dataclass(frozen=True)
+class Completeness:
+    """How well attributions add up: Σ attributions against f(input) − f(baseline), nats."""
+
+    f_input: float  # f(E), nats
+    f_baseline: float  # f(B), nats
+    total: float  # sum of the attributions, nats
+    steps: int  # integration steps used
+
+    @property
+    def gap(self) -> float:
+        """Σ attributions − (f(input) − f(baseline)), nats."""
+        return self.total - (self.f_input - self.f_baseline)
+
+
+@register_type
+@dataclass(frozen=True)
 class TokenScores:
     """What a heavy view shows: one number per prompt token plus details at the cursor.
 
@@ -152,3 +168,4 @@ class TokenScores:
     tables: tuple[Table, ...] = ()
     grid: np.ndarray | None = None  # optional (rows, n) heatmap, e.g. layer x position
     grid_label: str = ""
+    completeness: Completeness | None = None  # integrated gradients only

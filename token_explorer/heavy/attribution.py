@@ -17,7 +17,7 @@ import torch
 from ..analyses import attribution as attr
 from ..errors import UserError
 from ..model.attribution import baseline_token, embed, gradient, log_prob, path_mean_gradient
-from ..results import Table, TokenScores
+from ..results import Completeness, Table, TokenScores
 from . import needs_family, register
 
 TOP = 8
@@ -68,7 +68,7 @@ def attribution(engine, tokens: Sequence[int], cursor: int, params: Mapping[str,
     model, target = engine.session.model, int(tokens[cursor])
     embeds = embed(model, tokens[:cursor])  # (m, d), m = cursor
     engine.check_cancelled()
-    note = ""
+    note, completeness = "", None
     if method != "integrated_gradients":
         f, grad = gradient(model, embeds[None], target)  # (1,), (1, m, d)
         f_input = float(f[0])
@@ -86,6 +86,7 @@ def attribution(engine, tokens: Sequence[int], cursor: int, params: Mapping[str,
         f_input, f_base = float(ends[0]), float(ends[1])
         ig = attr.integrated_gradients(embeds - base, mean_grad, f_input, f_base, steps)
         scores = ig.scores
+        completeness = Completeness(f_input, f_base, ig.total, steps)
         note = (f"; baseline: {named}; {steps} midpoint steps; completeness: Σ attributions = {ig.total:.4f} vs "
                 f"f(input) − f(baseline) = {f_input - f_base:.4f} (gap {ig.gap:+.2e})")
     values[:cursor] = scores
@@ -102,5 +103,6 @@ def attribution(engine, tokens: Sequence[int], cursor: int, params: Mapping[str,
                  f"the cursor and tokens after it are not inputs{note}"),
         tables=(Table(f"largest |attribution| ({method})", ("position", "token", "score"),
                       tuple((str(int(i)), t, f"{scores[i]:+.4g}") for i, t in zip(order, texts))),),
+        completeness=completeness,
         **common,
     )
