@@ -298,3 +298,12 @@ def test_bad_input_is_one_line(capsys, tiny_dirs, tmp_path, flags, needle):
 def test_model_text_reaches_the_terminal_escaped():
     assert escape_controls("a\x1b[2Jb\u202ec\r\n", keep="\n") == "a\\x1b[2Jb\\u202ec\\r\n"
     assert escape_controls("tab\there") == "tab\\there"
+
+
+def test_trace_never_imports_textual():
+    import subprocess
+    import sys
+
+    code = "import sys, token_explorer.trace.cli, token_explorer.trace.output; print(' '.join(sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert not [m for m in loaded if m == "textual" or m.startswith("textual.")]
