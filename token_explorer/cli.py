@@ -15,7 +15,7 @@ from .config import Settings, load_settings
 from .errors import UserError
 from .printable import printable
 
-SUBCOMMANDS = ("peek", "sae")
+SUBCOMMANDS = ("peek", "sae", "trace")
 
 
 def _config_path(given: str | None) -> Path | None:
@@ -180,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .sae.cli import main as sae_main
 
             return sae_main(argv)
+        if command == "trace":
+            from .trace.cli import main as trace_main
+
+            return trace_main(argv)
         args = build_parser(command).parse_args(argv)
         return run_peek(args) if command == "peek" else run_explore(args)
     except UserError as exc:
