@@ -118,6 +118,9 @@ class FakeEngine:
 
     # ---------------------------------------------------------------- EngineLike
 
+    def on_notice(self, listener) -> None:
+        self.listener = listener
+
     def tokenize(self, text: str) -> list[int]:
         self._record("tokenize")
         return [BOS, *text.encode("utf-8")]

@@ -83,12 +83,14 @@ def test_too_long_prompt_is_one_line(capsys, tiny_dirs):
     assert_one_line_error(code, err, "context of 256")
 
 
-def test_seed_flags_exist():
+def test_explore_flags_exist():
     args = build_parser("explore").parse_args(
-        ["--input", "f.txt", "--bf16", "--layer_prob", "--seed", "3", "--config", "c.toml", "--model", "m"])
-    assert (args.input, args.bf16, args.layer_prob, args.seed, args.config, args.model) == (
-        "f.txt", True, True, 3, "c.toml", "m")
+        ["--input", "f.txt", "--bf16", "--layer_prob", "--config", "c.toml", "--model", "m"])
+    assert (args.input, args.bf16, args.layer_prob, args.config, args.model) == (
+        "f.txt", True, True, "c.toml", "m")
     assert build_parser("explore").parse_args(["-i", "x"]).input == "x"
+    with pytest.raises(SystemExit):  # the explorer does not sample, so it takes no seed
+        build_parser("explore").parse_args(["--seed", "3"])
 
 
 def _option_strings(parser) -> set[str]:
@@ -107,10 +109,12 @@ def test_every_flag_in_the_readme_exists():
     from pathlib import Path
 
     from token_explorer.sae.cli import build_parser as sae_parser
+    from token_explorer.trace.cli import build_diff_parser, build_parser as trace_parser
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     known = _option_strings(build_parser("explore")) | _option_strings(build_parser("peek"))
     known |= _option_strings(sae_parser())
+    known |= _option_strings(trace_parser()) | _option_strings(build_diff_parser())
     flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9_-]*)", readme)) - {"--no-deps"}  # pip's
     assert flags, "the README documents flags"
     assert sorted(flags - known) == []

@@ -2,10 +2,12 @@
 
 import json
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 from rich.console import Console
+from textual import events
 
 from fake_engine import BOS, MARKUP, FakeEngine, hammer, make_settings, screen_text, settle
 from token_explorer.errors import UserError
@@ -227,7 +229,9 @@ async def test_cursor_keys_move_and_c_hides_the_cursor(tmp_path):
                 key = "right_square_bracket"
             await pilot.press(key)
             assert app.branch.cursor == want, key
-        assert f"cursor 17/17 'e'" in screen_text(app)
+        # the status line and the details line count positions the same way (0-based)
+        assert "cursor #16 'e'" in screen_text(app)
+        assert "#16 id 101 'e'" in screen_text(app)
         cursor_spans = lambda: [s for s in app.query_one(PromptView).rendered.spans if s.style.reverse]
         assert len(cursor_spans()) == 1
         await pilot.press("c")
@@ -315,23 +319,138 @@ async def test_markup_in_token_text_is_shown_literally(tmp_path):
         assert "[bold]x[/]" in screen_text(app).split("next token")[1]
 
 
-async def test_holding_append_does_not_queue_a_backlog(tmp_path):
+async def burst(app, keys: Sequence[str]) -> None:
+    """Keys that arrive together (one terminal read: a paste, a laggy link): posted with no gap."""
+    for key in keys:
+        app.post_message(events.Key(key, key if len(key) == 1 else None))
+
+
+async def test_holding_append_stops_soon_after_release(tmp_path):
     engine = FakeEngine(delay=0.2)
     app, _ = app_with(tmp_path, engine=engine)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         start = len(app.branch.tokens)
-        await hammer(app, "l", 20)  # key repeat: 20 presses while the engine is slow
+        await hammer(app, "l", 20)  # key repeat: 20 presses 10 ms apart while the engine is slow
         assert app.busy
-        assert "● working" in screen_text(app)
+        assert "● 1 queued" in screen_text(app) or "● working" in screen_text(app)
         at_release = engine.count("append")
         await settle(pilot)
         appended = engine.count("append")
-        assert appended - at_release <= 2  # at most the one in flight and one pending
+        # 0.2 s per append: within the 0.5 s budget only the running step and one more may wait
+        assert appended - at_release <= 2
         assert 1 <= appended <= 10
         assert len(app.branch.tokens) == start + appended
         assert engine.max_concurrent == 1
         assert engine.main_thread_calls() == []
+
+
+async def test_a_burst_of_appends_and_pops_counts_every_key(tmp_path):
+    engine = FakeEngine(delay=0.02)
+    app, _ = app_with(tmp_path, engine=engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        start = app.branch.tokens
+        await burst(app, ["l"] * 40)
+        await pilot.pause()
+        queued = len(app.lane.steps)
+        assert queued > 0 and f"● {queued} queued" in app.query_one("#status").content.plain
+        await settle(pilot)
+        assert len(app.branch.tokens) == len(start) + 40
+        tokens = list(start)
+        for _ in range(40):  # each append took the top row of the table before it
+            tokens.append(expected_next(engine, tokens, 0))
+        assert app.branch.tokens == tuple(tokens)
+        await burst(app, ["h"] * 40)
+        await settle(pilot)
+        assert app.branch.tokens == start
+        assert engine.count("pop") == 40 and engine.max_concurrent == 1
+
+
+async def test_a_burst_equals_the_same_keys_pressed_one_by_one(tmp_path):
+    keys = ["j", "l", "l", "j", "j", "l", "h", "k", "l", "down", "right", "j"]
+    one_by_one, engine = app_with(tmp_path / "a")
+    async with one_by_one.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        for key in keys:
+            await pilot.press(key)
+            await settle(pilot)
+        expected = (one_by_one.branch.tokens, one_by_one.query_one(Candidates).selected)
+    together, _ = app_with(tmp_path / "b", engine=FakeEngine(delay=0.01))
+    async with together.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await burst(together, keys)
+        await settle(pilot)
+        assert (together.branch.tokens, together.query_one(Candidates).selected) == expected
+    assert expected[1] == 1 and len(expected[0]) == 17 + 4
+
+
+async def test_escape_drops_the_queued_steps(tmp_path):
+    engine = FakeEngine(delay=0.1)
+    app, _ = app_with(tmp_path, engine=engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        start = len(app.branch.tokens)
+        await burst(app, ["l"] * 10)
+        await pilot.pause(0.05)
+        await pilot.press("escape")
+        await settle(pilot)
+        assert len(app.branch.tokens) - start == engine.count("append") <= 2
+        assert any("dropped" in n and "queued step" in n for n in notices(app))
+
+
+async def test_switching_branch_drops_the_queued_steps_of_the_branch_left(tmp_path):
+    engine = FakeEngine(delay=0.1)
+    app, _ = app_with(tmp_path, engine=engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        start = app.branch.tokens
+        await pilot.press("d")
+        await settle(pilot)
+        await burst(app, ["l"] * 10 + ["w"])
+        await settle(pilot)
+        assert app.current == 0 and app.branch.tokens == start
+        grown = app.branches[1].tokens
+        assert len(grown) - len(start) == engine.count("append") <= 2  # the running one landed on branch 2
+        assert any("queued steps dropped" in n for n in notices(app))
+        assert engine.snapshot().tokens == start
+
+
+async def test_opening_a_prompt_equal_to_the_branch_shows_it(tmp_path):
+    app, engine = app_with(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("x")
+        await settle(pilot)
+        await pilot.press("o")
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert len(app.branches) == 2 and app.branch.tokens == app.branches[0].tokens
+        assert app.branch.current is not None
+        assert "running the prompt" not in screen_text(app)
+        assert "Once upon a time" in prompt_plain(app)
+        await pilot.press("l")
+        await settle(pilot)
+        assert len(app.branch.tokens) == len(app.branches[0].tokens) + 1
+
+
+async def test_a_removed_branch_comes_back_with_u(tmp_path):
+    app, engine = app_with(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("d", "l")
+        await settle(pilot)
+        grown = app.branch.tokens
+        await pilot.press("a")
+        await settle(pilot)
+        assert len(app.branches) == 1 and any("u brings it back" in n for n in notices(app))
+        await pilot.press("u")
+        await settle(pilot)
+        assert len(app.branches) == 2 and app.current == 1 and app.branch.tokens == grown
+        assert app.branch.current is not None
+        await pilot.press("u")
+        assert any("no removed branch" in n for n in notices(app))
 
 
 async def test_selection_made_while_switching_branches_is_kept(tmp_path):
@@ -536,3 +655,20 @@ async def test_long_prompt_keeps_the_cursor_visible(tmp_path):
         await pilot.pause()
         assert "word0 " in screen_text(app)
         assert prompt.scroll_y == 0
+
+
+async def test_a_saved_prompt_given_at_start_opens_its_token_ids(tmp_path):
+    from token_explorer.prompts import load_prompt
+
+    same = [BOS, *b"exact ids", MARKUP]
+    path = save_prompt(tmp_path / "saved", "whatever text", same, "fake-bytes", "fake-v1", name="same")
+    app, _ = app_with(tmp_path, initial_saved=load_prompt(path))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.branch.tokens == tuple(same)
+    other = save_prompt(tmp_path / "saved", "other text", [5, 6], "other", "other-fp", name="other")
+    app, _ = app_with(tmp_path, initial_saved=load_prompt(other))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.branch.tokens == (BOS, *b"other text")
+        assert any("re-tokenised" in n and "other.json" in n for n in notices(app))

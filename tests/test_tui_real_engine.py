@@ -75,7 +75,7 @@ async def test_head_picker_colours_the_prompt_by_one_head(tmp_path, tiny_dirs):
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         assert app.params["attention"] == {"aggregate": "mean", "layer": "all", "head": "all"}
-        assert "layer all" in screen_text(app) and "layer -1" not in screen_text(app)  # "all" is a value, never -1
+        assert "mean over all" in screen_text(app) and "-1 ×" not in screen_text(app)  # "all" is a value, never -1
         runs = engine.results.stats.misses
         await pilot.press("greater_than_sign", "greater_than_sign", "full_stop", "full_stop")
         await settle(pilot)

@@ -43,9 +43,12 @@ class Engine:
         self._lock = threading.RLock()
         self.loaded = loaded
         self.settings = settings or Settings()
+        self._notices: list[str] = []  # held until someone listens
+        self._listener: Callable[[str], None] | None = None
+        self._notice_lock = threading.Lock()
         self.results = ResultCache(self.settings.cache.path if settings else None,
                                    memory_items=self.settings.display.cache_size,
-                                   disk_limit_mb=self.settings.cache.disk_limit_mb)
+                                   disk_limit_mb=self.settings.cache.disk_limit_mb, report=self._notice)
         self._generation = 0  # bumped by every step and by cancel_analyses(): older analyses stop
         self.session = Session(loaded.model, loaded.tokenizer, top_k=top_k, temperature=temperature, lens=lens)
         config = loaded.model.config
@@ -68,6 +71,23 @@ class Engine:
                                for entry in self.settings.sae),
             queries=bool(self.session.queries_on),
         )
+
+    # -- notices -------------------------------------------------------------------------------
+    def on_notice(self, listener: Callable[[str], None]) -> None:
+        """Send one-line notices (the result cache going memory-only or being rebuilt) to
+        ``listener``, from any thread; notices from before this call are sent at once."""
+        with self._notice_lock:
+            self._listener, held, self._notices = listener, self._notices, []
+        for line in held:
+            listener(line)
+
+    def _notice(self, line: str) -> None:
+        with self._notice_lock:
+            listener = self._listener
+            if listener is None:
+                self._notices.append(line)
+        if listener is not None:
+            listener(line)
 
     # -- text ----------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:

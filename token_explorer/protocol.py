@@ -18,6 +18,9 @@ class EngineLike(Protocol):
 
     info: ModelInfo
 
+    def on_notice(self, listener: Callable[[str], None]) -> None:
+        """Send the engine's one-line notices to ``listener`` (from any thread), held ones at once."""
+
     def tokenize(self, text: str) -> list[int]:
         """Token ids of ``text`` (with the model's BOS where it uses one)."""
 

@@ -4,18 +4,20 @@ bindings table. The engine comes from a factory run on a worker; nothing here im
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from rich.style import Style
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer
 
 from token_explorer.errors import Cancelled, UserError
+from token_explorer.printable import printable
 from token_explorer.prompts import SavedPrompt, save_prompt
 from token_explorer.protocol import EngineLike
 
@@ -37,7 +39,8 @@ from .render import (
 from .screens.browser import PromptBrowser
 from .screens.help import HelpScreen
 from .screens.loading import LoadingScreen
-from .state import LRU, Branch, Frame, next_word, prev_word
+from .lane import Lane, StepKind
+from .state import LRU, Branch, Frame, next_word, plural, prev_word
 from .views import LENS_VIEW, VIEW_IDS, VIEWS, View, cycle, heavy_views, unavailable_reason, view_by_id
 from .widgets.candidates import Candidates
 from .widgets.panels import Detail, Legend, StatusLine, ViewPanel
@@ -46,6 +49,7 @@ from .widgets.prompt import PromptView
 Progress = Callable[[str, "float | None"], None]
 EngineFactory = Callable[[Progress], EngineLike]
 
+_BUSY_WIDTH = 13  # the status line's first segment keeps this width, so nothing after it moves
 _NEEDS_ENGINE = frozenset(c.action.split("(")[0] for c in COMMANDS if c.id not in READY_ONLY_EXEMPT)
 
 
@@ -83,6 +87,7 @@ class TokenExplorerApp(App):
         *,
         initial_text: str | None = None,
         initial_tokens: Sequence[int] | None = None,
+        initial_saved: SavedPrompt | None = None,
         start_view: str | None = None,
     ) -> None:
         if start_view is not None and start_view not in VIEW_IDS:
@@ -92,8 +97,10 @@ class TokenExplorerApp(App):
         self.engine_factory = engine_factory
         self.initial_text = initial_text
         self.initial_tokens = list(initial_tokens) if initial_tokens is not None else None
+        self.initial_saved = initial_saved
         self.keymap: dict[str, str] = dict(settings.keymap)
         self.engine: EngineLike | None = None
+        self.load_error: str | None = None  # why the model could not be loaded, if it could not
         self.analyses: dict[str, str | None] = {}
         self.specs: dict[str, Any] = {}  # analysis declarations, from the engine
         self.views: tuple[View, ...] = VIEWS
@@ -106,9 +113,11 @@ class TokenExplorerApp(App):
         self.show_z = False
         self.params: dict[str, dict[str, Any]] = {}
         self._before_lens = "plain"
-        # the serial engine lane: one job in flight, at most one pending step
+        # the serial engine lane: one job in flight, the branch's queued steps
         self._inflight: Job | None = None
-        self._pending: tuple[str, int] | None = None  # (step, branch id)
+        self.lane = Lane()
+        self._key_time: float | None = None  # arrival of the key being dispatched
+        self._removed: tuple[int, Branch] | None = None  # the last removed branch, for undo
         self._engine_tokens: tuple[int, ...] | None = None
         self._sync_failed: tuple[int, tuple[int, ...]] | None = None
         # heavy views
@@ -173,7 +182,15 @@ class TokenExplorerApp(App):
         try:
             engine = factory(progress)
             progress("running the starting prompt…", None)
-            ids = start_tokens(engine, self.initial_text or self.settings.prompt.example_prompt, self.initial_tokens)
+            text, tokens = self.initial_text or self.settings.prompt.example_prompt, self.initial_tokens
+            saved = self.initial_saved
+            if saved is not None and saved.model_fingerprint == engine.info.fingerprint:
+                tokens = saved.token_ids
+            elif saved is not None:
+                text, tokens = saved.text, None
+                self.post_message(m.Notice(f"{saved.path.name} was saved with another model ({saved.model}): "
+                                           "its text was re-tokenised instead of reusing its token ids", "warning"))
+            ids = start_tokens(engine, text, tokens)
             frame = frame_of(engine, engine.set_tokens(ids), self.settings.display.tokens_to_show)
             analyses = dict(engine.analyses())
         except Exception as e:  # noqa: BLE001 - every failure becomes one line on the loading screen
@@ -186,11 +203,13 @@ class TokenExplorerApp(App):
             self.screen.progress(message.text, message.fraction)
 
     def on_load_failed(self, message: m.LoadFailed) -> None:
+        self.load_error = message.error
         if isinstance(self.screen, LoadingScreen):
             self.screen.fail(message.error)
 
     def on_engine_ready(self, message: m.EngineReady) -> None:
         self.engine = message.engine
+        self.engine.on_notice(lambda line: self.post_message(m.Notice(line, "warning")))
         self.analyses = dict(message.analyses)
         self.specs = dict(self.engine.specs())
         self.views = heavy_views(self.specs)
@@ -241,33 +260,46 @@ class TokenExplorerApp(App):
 
     # ------------------------------------------------------------ the engine lane
 
-    def _request_step(self, step: str) -> None:
-        """Ask for an append or pop; while a job runs this replaces any older pending step."""
-        self._pending = (step, self.branch.id)
+    def on_key(self, event: events.Key) -> None:
+        """Remember when the key being dispatched arrived (runs before the app's bindings)."""
+        self._key_time = event.time
+
+    def _request_step(self, step: StepKind) -> None:
+        """Queue an append or pop for the current branch (see ``lane``: every key counts)."""
+        if self.engine is None:
+            return
         self._sync_failed = None
+        at = self._key_time if self._key_time is not None else time.monotonic()
+        self._key_time = None
+        self.lane.push(step, self.branch.id, self.query_one(Candidates).selected, at)
         self._pump()
 
+    def _drop_steps(self) -> int:
+        """Drop the queued steps (the running one still lands on its branch); how many."""
+        dropped = self.lane.clear()
+        self._refresh_status()
+        return dropped
+
     def _pump(self) -> None:
-        """Start the next engine job if none is running: a pending step, else a sync to the branch."""
+        """Start the next engine job if none is running: the branch's sync, then its next step."""
         if self.engine is None or self._inflight is not None:
             self._refresh_status()
             return
         b = self.branch
-        need_sync = self._engine_tokens != b.tokens
-        if self._pending is not None and self._pending[1] != b.id:
-            self._pending = None
+        if self.lane.branch_id != b.id:
+            self.lane.clear()
+        need_sync = self._engine_tokens != b.tokens or b.current is None
+        sync = b.tokens if need_sync else None
         job = None
-        if self._pending is not None and b.current is not None:
-            step = self._pending[0]
-            self._pending = None
-            sync = b.tokens if need_sync else None
-            if step == "append":
+        while job is None and b.current is not None and self.lane.steps and self.lane.branch_id == b.id:
+            step = self.lane.next()
+            if step.kind == "append":
                 ids = b.current.snapshot.next.top_ids
-                row = min(self.query_one(Candidates).selected, len(ids) - 1)
-                job = Job(b.id, b.tokens, sync=sync, step="append", token=int(ids[row]))
+                job = Job(b.id, b.tokens, sync=sync, step="append", token=int(ids[min(step.row, len(ids) - 1)]))
             elif len(b.tokens) > 1:
                 job = Job(b.id, b.tokens, sync=sync, step="pop")
             else:
+                self.lane.clear()
                 self.notify("the prompt keeps at least one token", severity="warning")
         if job is None and need_sync and self._sync_failed != (b.id, b.tokens):
             job = Job(b.id, b.tokens, sync=b.tokens)
@@ -276,21 +308,25 @@ class TokenExplorerApp(App):
             self._refresh_status()
             return
         self._inflight = job
+        self.lane.running = job.step
         self._run_job(self.engine, job)
         self._refresh_status()
 
     @work(thread=True, exit_on_error=False, group="engine")
     def _run_job(self, engine: EngineLike, job: Job) -> None:
+        start = time.perf_counter()
         try:
             frame = run_job(engine, job, self.settings.display.tokens_to_show)
         except Exception as e:  # noqa: BLE001 - becomes a notice; the branch keeps its tokens
             self.post_message(m.JobFailed(job, one_line(e)))
             return
-        self.post_message(m.JobDone(job, frame))
+        self.post_message(m.JobDone(job, frame, time.perf_counter() - start))
 
     def on_job_done(self, message: m.JobDone) -> None:
         job, frame = message.job, message.frame
         self._inflight = None
+        if job.step is not None:
+            self.lane.finished(job.step, message.seconds)
         self._engine_tokens = frame.tokens
         for i, b in enumerate(self.branches):
             if b.id != job.branch_id:
@@ -306,12 +342,16 @@ class TokenExplorerApp(App):
     def on_job_failed(self, message: m.JobFailed) -> None:
         job = message.job
         self._inflight = None
-        self._pending = None
+        if job.step is not None:
+            self.lane.finished(job.step, 0.0)
+        dropped = self.lane.clear()
         self._engine_tokens = None  # unknown: the next job syncs first
         if job.step is None:
             self._sync_failed = (job.branch_id, job.base)
         what = {"append": "append", "pop": "pop", None: "running the prompt"}[job.step]
-        self.notify(f"{what} failed: {message.error}", severity="error", markup=False)
+        more = f"; {plural(dropped, 'pending step')} dropped" if dropped else ""
+        self.notify(f"{what} failed: {message.error}{more}", severity="error", markup=False)
+        self._refresh()
         self._pump()
 
     # ------------------------------------------------------------ heavy views
@@ -344,7 +384,7 @@ class TokenExplorerApp(App):
         key = self._view_key()
         if key is None or key in self._view_cache or self._view_inflight is not None:
             return
-        if self._inflight is not None or self._pending is not None:
+        if self._inflight is not None or self.lane.steps:
             return  # steps first; asked again when the lane is idle
         view = self.view
         if unavailable_reason(view, self.analyses) is not None:
@@ -474,7 +514,12 @@ class TokenExplorerApp(App):
         prompt = self.query_one(PromptView)
         title = self._view_title()
         if frame is None:
-            prompt.show_message(Text(f"running the prompt ({len(b.tokens)} tokens)…", style=Style(italic=True)))
+            if self._sync_failed == (b.id, b.tokens):
+                message = Text(f"could not run this prompt ({plural(len(b.tokens), 'token')}); see the notice. "
+                               "h removes a token and retries, w / s switch branch, a removes it", style=Style(italic=True))
+            else:
+                message = Text(f"running the prompt ({plural(len(b.tokens), 'token')})…", style=Style(italic=True))
+            prompt.show_message(message)
             self.query_one(Legend).update(Text(title))
             self.query_one(Detail).update(Text(""))
             self.query_one(ViewPanel).show(None)
@@ -496,10 +541,21 @@ class TokenExplorerApp(App):
             self.query_one(ViewPanel).show(panel)
             options = (self.show_z, self._side_width)
             if self._table_shown is None or self._table_shown[0] is not frame or self._table_shown[1] != options:
-                self.query_one(Candidates).show(frame, self.settings.display.tokens_to_show, self.show_z, self._side_width - 2)
-                self._table_shown = (frame, options)
+                self._show_table(frame, options)
         self._refresh_status()
         self._request_view()
+
+    def _show_table(self, frame: Frame, options: tuple[bool, int]) -> None:
+        """Fill the table from ``frame``, highlighting the row the keys now apply to."""
+        table = self.query_one(Candidates)
+        if self.lane.outstanding and self.lane.branch_id == self.branch.id:
+            row = self.lane.next_row()  # what the next queued append will pick
+        elif self._table_shown is not None and self._table_shown[0] is frame:
+            row = table.selected  # same frame, new columns or width
+        else:
+            row, self.lane.selection = self.lane.selection, 0  # the table after the last step
+        table.show(frame, self.settings.display.tokens_to_show, self.show_z, self._side_width - 2, row)
+        self._table_shown = (frame, options)
 
     def _view_title(self) -> str:
         view = self.view
@@ -514,29 +570,50 @@ class TokenExplorerApp(App):
         b = self.branch
         info = self.engine.info
         text = Text(no_wrap=True, overflow="ellipsis")
-        if self.busy:
-            text.append("● working", Style(bold=True, color="yellow"))
-            progress = self._view_progress
-            if self._view_inflight is not None and progress is not None and progress[0] == self._view_inflight:
-                text.append(f" {self.view.title} {progress[1]}/{progress[2]}", Style(color="yellow"))
-            text.append(" │ ")
+        queued = len(self.lane.steps) if self.lane.branch_id == b.id else 0
+        progress = self._view_progress
+        if queued:
+            text.append(f"● {queued} queued".ljust(_BUSY_WIDTH), Style(bold=True, color="yellow"))
+        elif self.busy:
+            text.append("● working".ljust(_BUSY_WIDTH), Style(bold=True, color="yellow"))
+        else:
+            text.append("○ ready".ljust(_BUSY_WIDTH), Style(dim=True))
+        if self._view_inflight is not None and progress is not None and progress[0] == self._view_inflight:
+            text.append(f" {self.view.title} {progress[1]}/{progress[2]}", Style(color="yellow"))
+        text.append(" │ ")
         text.append(f"branch {self.current + 1}/{len(self.branches)}", Style(bold=True))
-        text.append(f" │ {len(b.tokens)} tokens │ cursor {b.cursor + 1}/{len(b.tokens)} ")
+        text.append(f" │ {plural(len(b.tokens), 'token')} │ cursor #{b.cursor} ")
         frame = b.current
         if frame is not None and b.cursor < len(frame.snapshot.positions):
             text.append(repr_token(frame.snapshot.positions[b.cursor].text))
         text.append(" │ view: ")
         text.append(self._view_title(), Style(bold=True))
-        text.append(f" │ {info.name} · {info.device}")
+        text.append(f" │ {printable(info.name)} · {info.device}")
         self.query_one(StatusLine).update(text)
 
     # ------------------------------------------------------------ actions: stepping
 
     def action_table_up(self) -> None:
-        self.query_one(Candidates).action_cursor_up()
+        self._move_selection(-1)
 
     def action_table_down(self) -> None:
-        self.query_one(Candidates).action_cursor_down()
+        self._move_selection(1)
+
+    def _move_selection(self, delta: int) -> None:
+        """Move the table selection; while steps are outstanding, the one of the table after them."""
+        table = self.query_one(Candidates)
+        if self.lane.outstanding and self.lane.branch_id == self.branch.id:
+            self.lane.move_selection(delta, max(table.row_count, 1))
+            self._refresh_status()
+        elif delta < 0:
+            table.action_cursor_up()
+        else:
+            table.action_cursor_down()
+
+    def action_drop_pending(self) -> None:
+        dropped = self._drop_steps()
+        if dropped:
+            self.notify(f"dropped {plural(dropped, 'queued step')}", markup=False)
 
     def action_append(self) -> None:
         self._request_step("append")
@@ -546,7 +623,10 @@ class TokenExplorerApp(App):
 
     def action_reset(self) -> None:
         assert self.start is not None
-        self._pending = None
+        dropped = self._drop_steps()
+        self.lane.selection = 0
+        if dropped:
+            self.notify(f"reset: {plural(dropped, 'queued step')} dropped", markup=False)
         self._set_branch(replace(Branch.new(self.start.tokens, self.start), id=self.branch.id))
         self._refresh()
         self._pump()
@@ -558,6 +638,7 @@ class TokenExplorerApp(App):
         if len(self.branches) >= cap:
             self.notify(f"all {cap} branches are in use ([prompt] max_prompts); remove one with a", severity="warning", markup=False)
             return
+        self._leave_branch()
         self.branches.insert(self.current + 1, self.branch.copy())
         self.current += 1
         self._refresh()
@@ -567,17 +648,43 @@ class TokenExplorerApp(App):
         if len(self.branches) == 1:
             self.notify("the last branch cannot be removed", severity="warning")
             return
-        del self.branches[self.current]
+        self._leave_branch()
+        removed = self.branches.pop(self.current)
+        self._removed = (self.current, removed)
         self.current = min(self.current, len(self.branches) - 1)
+        self._switched()
+        self.notify(f"removed a branch of {plural(len(removed.tokens), 'token')}; u brings it back", markup=False)
+
+    def action_branch_undo(self) -> None:
+        if self._removed is None:
+            self.notify("no removed branch to bring back", severity="warning")
+            return
+        if len(self.branches) >= self.settings.prompt.max_prompts:
+            self.notify("all branches are in use ([prompt] max_prompts); remove one with a", severity="warning", markup=False)
+            return
+        self._leave_branch()
+        index, branch = self._removed
+        self._removed = None
+        self.current = min(index, len(self.branches))
+        self.branches.insert(self.current, branch)
         self._switched()
 
     def action_branch_next(self) -> None:
+        self._leave_branch()
         self.current = (self.current + 1) % len(self.branches)
         self._switched()
 
     def action_branch_prev(self) -> None:
+        self._leave_branch()
         self.current = (self.current - 1) % len(self.branches)
         self._switched()
+
+    def _leave_branch(self) -> None:
+        """Steps queued on the branch being left are dropped (the running one still lands on it)."""
+        dropped = self._drop_steps()
+        self.lane.selection = 0
+        if dropped:
+            self.notify(f"left the branch: {plural(dropped, 'queued step')} dropped", markup=False)
 
     def _switched(self) -> None:
         self._refresh()
@@ -598,6 +705,10 @@ class TokenExplorerApp(App):
             return
         self.post_message(m.Notice(f"saved {len(tokens)} tokens to {path}"))
 
+    def notify(self, message: str, **kwargs: Any) -> None:
+        """Show a notice; file names, model names and errors in it pass through ``printable``."""
+        super().notify(printable(message), **kwargs)
+
     def on_notice(self, message: m.Notice) -> None:
         self.notify(message.text, severity=message.severity, markup=False)  # type: ignore[arg-type]
 
@@ -612,6 +723,11 @@ class TokenExplorerApp(App):
             self.notify(f"all {cap} branches are in use ([prompt] max_prompts); remove one with a", severity="warning", markup=False)
             return
         info = self.engine.info
+        bad = [t for t in saved.token_ids if t >= info.vocab_size]
+        if saved.model_fingerprint == info.fingerprint and bad:
+            self.notify(f"cannot open {saved.path.name}: token id {bad[0]} is outside the model's vocabulary "
+                        f"of {info.vocab_size}", severity="error", markup=False)
+            return
         if saved.model_fingerprint == info.fingerprint:
             self.post_message(m.PromptReady(saved.token_ids, f"opened {saved.path.name} ({len(saved.token_ids)} tokens)"))
         else:
@@ -635,6 +751,7 @@ class TokenExplorerApp(App):
         if len(self.branches) >= self.settings.prompt.max_prompts:
             self.notify("all branches are in use ([prompt] max_prompts)", severity="warning", markup=False)
             return
+        self._leave_branch()
         self.branches.insert(self.current + 1, Branch.new(message.tokens))
         self.current += 1
         self.notify(message.note, markup=False)
@@ -745,6 +862,10 @@ class TokenExplorerApp(App):
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.keymap, self.analyses))
 
+    async def action_quit(self) -> None:
+        """Quit; the return code is 1 when the model failed to load."""
+        self.exit(return_code=1 if self.load_error else 0)
+
 
 def make_app(
     settings: Any,
@@ -752,13 +873,15 @@ def make_app(
     *,
     initial_text: str | None = None,
     initial_tokens: list[int] | None = None,
+    initial_saved: SavedPrompt | None = None,
     start_view: str | None = None,
 ) -> TokenExplorerApp:
     """The app; ``engine_factory(progress)`` runs on a worker while a loading screen shows progress.
 
     ``initial_tokens`` (exact ids) win over ``initial_text``; with neither, the settings'
-    ``[prompt] example_prompt`` is tokenised. ``start_view`` is a view id (``VIEW_IDS``).
+    ``[prompt] example_prompt`` is tokenised. ``initial_saved`` (a saved prompt file) wins over both:
+    its token ids when its model fingerprint is the engine's, else its text re-tokenised, with a
+    notice. ``start_view`` is a view id (``VIEW_IDS``).
     """
-    return TokenExplorerApp(
-        settings, engine_factory, initial_text=initial_text, initial_tokens=initial_tokens, start_view=start_view
-    )
+    return TokenExplorerApp(settings, engine_factory, initial_text=initial_text, initial_tokens=initial_tokens,
+                            initial_saved=initial_saved, start_view=start_view)

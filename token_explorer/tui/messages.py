@@ -40,10 +40,11 @@ class LoadFailed(Message):
 
 @dataclass
 class JobDone(Message):
-    """An engine-lane job finished."""
+    """An engine-lane job finished after ``seconds`` on the worker."""
 
     job: Job
     frame: Frame
+    seconds: float = 0.0
 
 
 @dataclass

@@ -113,3 +113,8 @@ class LRU:
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+def plural(count: int, noun: str) -> str:
+    """``count`` and ``noun``, with an s unless the count is one: "1 token", "2 tokens"."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

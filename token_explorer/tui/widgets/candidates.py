@@ -18,8 +18,8 @@ class Candidates(DataTable, can_focus=False):
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
         self._shape: tuple[int, bool] | None = None  # (token column width, z shown)
 
-    def show(self, frame: Frame, rows: int, show_z: bool, width: int) -> None:
-        """Fill the table from ``frame`` to fit ``width`` cells; the selection goes back to the top row."""
+    def show(self, frame: Frame, rows: int, show_z: bool, width: int, selected: int = 0) -> None:
+        """Fill the table from ``frame`` to fit ``width`` cells, with row ``selected`` highlighted."""
         fixed = 3 + 6 + 7 + (6 if show_z else 0)
         columns = 5 if show_z else 4
         token_width = max(4, width - fixed - 2 * columns - 1)
@@ -36,7 +36,7 @@ class Candidates(DataTable, can_focus=False):
             self.clear()
         for cells in candidate_cells(frame.snapshot, frame.cand_texts, rows, show_z):
             self.add_row(*cells)
-        self.move_cursor(row=0, animate=False, scroll=True)
+        self.move_cursor(row=min(max(selected, 0), max(self.row_count - 1, 0)), animate=False, scroll=True)
 
     @property
     def selected(self) -> int:
