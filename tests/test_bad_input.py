@@ -490,3 +490,32 @@ sys.exit(cli.main(["--model", "anything"]))
     assert done.returncode == 130, done.stderr
     assert "RAW PROGRESS BAR" not in done.stderr and "Traceback" not in done.stderr
     assert "quit before the model finished loading" in done.stderr
+
+
+# ---------------------------------------------------------------- long prompts
+
+
+def test_long_prefill_reports_progress_and_holds_its_captures_once(monkeypatch, tiny_dirs):
+    """A prefill longer than a chunk runs chunk by chunk with progress, sizes the captures and the
+    KV cache once for the whole prompt (no doubling slack), and still matches a full recompute."""
+    import torch
+
+    from test_engine import check_against_full
+    from token_explorer.engine import open_engine
+    from token_explorer.model import session
+
+    monkeypatch.setattr(session, "PREFILL_CHUNK", 8)
+    engine = open_engine(str(tiny_dirs["llama"]), device="cpu", top_k=20)
+    ids = (engine.tokenize("Once upon a time, there was a small town by the sea. ") * 3)[:45]
+    calls = []
+    snap = engine.set_tokens(ids, lambda done, total: calls.append((done, total)))
+    assert calls == [(8, 45), (16, 45), (24, 45), (32, 45), (40, 45), (45, 45)]
+    s = engine.session
+    assert s.resid.data.shape[1] == 45 and s.queries.data.shape[2] == 45
+    assert {layer._keys.data.shape[2] for layer in s.cache.layers} == {45}
+    check_against_full(engine, snap)
+    with torch.no_grad():
+        hidden = engine.loaded.model(torch.tensor([ids]), output_hidden_states=True).hidden_states
+    for layer in range(len(hidden) - 1):  # the residual entering each block
+        torch.testing.assert_close(s.resid.view()[layer], hidden[layer][0], atol=1e-4, rtol=1e-4)
+    check_against_full(engine, engine.append(int(snap.next.top_ids[0])))  # grows again after the prefill

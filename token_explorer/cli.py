@@ -87,6 +87,18 @@ def _stderr_progress(message: str, _fraction: float | None) -> None:
     print(f"token-explorer: {printable(message)}", file=sys.stderr, flush=True)
 
 
+def _prefill_progress(total: int):
+    """A ``progress(done, total)`` for a long prompt: a line on stderr about every tenth of the way."""
+    shown = [0]
+
+    def report(done: int, _total: int) -> None:
+        if done == total or done - shown[0] >= total / 10:
+            shown[0] = done
+            _stderr_progress(f"running the prompt: {done}/{total} tokens", done / total)
+
+    return report
+
+
 def run_peek(args: argparse.Namespace) -> int:
     from .peek import dumps, peek_document, peek_table
     from .prompts import read_text_prompt
@@ -101,7 +113,7 @@ def run_peek(args: argparse.Namespace) -> int:
                      top_k=max(args.top_k, settings.engine.top_k), lens=args.lens)
     engine.on_notice(lambda line: print(f"token-explorer: {printable(line)}", file=sys.stderr, flush=True))
     ids = engine.tokenize(text)
-    snap = engine.set_tokens(ids)
+    snap = engine.set_tokens(ids, None if args.json or len(ids) <= 1024 else _prefill_progress(len(ids)))
     if args.lens:
         snap = engine.fill_lens()
     if args.json:

@@ -108,11 +108,12 @@ class Engine:
         with self._lock:
             return Snapshot(tuple(self.session.tokens), tuple(self.session.positions))
 
-    def set_tokens(self, ids: Sequence[int]) -> Snapshot:
-        """Make ``ids`` the prompt, reusing the longest common prefix."""
+    def set_tokens(self, ids: Sequence[int], progress: Callable[[int, int], None] | None = None) -> Snapshot:
+        """Make ``ids`` the prompt, reusing the longest common prefix; ``progress(done, total)``
+        after each chunk of the tokens that run."""
         self.cancel_analyses()
         with self._lock:
-            self.session.set_tokens(ids)
+            self.session.set_tokens(ids, progress)
             return self.snapshot()
 
     def append(self, token_id: int) -> Snapshot:

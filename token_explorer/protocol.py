@@ -33,8 +33,9 @@ class EngineLike(Protocol):
     def snapshot(self) -> Snapshot:
         """The current prompt and its per-position records."""
 
-    def set_tokens(self, ids: Sequence[int]) -> Snapshot:
-        """Make ``ids`` the prompt, reusing the longest common prefix; runs only the rest."""
+    def set_tokens(self, ids: Sequence[int], progress: Callable[[int, int], None] | None = None) -> Snapshot:
+        """Make ``ids`` the prompt, reusing the longest common prefix; runs only the rest, calling
+        ``progress(done, total)`` as it goes."""
 
     def append(self, token_id: int) -> Snapshot:
         """Append one token: one single-token forward over the KV cache."""

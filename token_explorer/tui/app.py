@@ -181,7 +181,6 @@ class TokenExplorerApp(App):
 
         try:
             engine = factory(progress)
-            progress("running the starting prompt…", None)
             text, tokens = self.initial_text or self.settings.prompt.example_prompt, self.initial_tokens
             saved = self.initial_saved
             if saved is not None and saved.model_fingerprint == engine.info.fingerprint:
@@ -191,7 +190,10 @@ class TokenExplorerApp(App):
                 self.post_message(m.Notice(f"{saved.path.name} was saved with another model ({saved.model}): "
                                            "its text was re-tokenised instead of reusing its token ids", "warning"))
             ids = start_tokens(engine, text, tokens)
-            frame = frame_of(engine, engine.set_tokens(ids), self.settings.display.tokens_to_show)
+            progress(f"running the starting prompt ({len(ids)} tokens)…", 0.0)
+            snapshot = engine.set_tokens(
+                ids, lambda done, total: progress(f"running the starting prompt: {done}/{total} tokens…", done / total))
+            frame = frame_of(engine, snapshot, self.settings.display.tokens_to_show)
             analyses = dict(engine.analyses())
         except Exception as e:  # noqa: BLE001 - every failure becomes one line on the loading screen
             self.post_message(m.LoadFailed(one_line(e)))
