@@ -160,7 +160,8 @@ def trace_of(model, tokenizer, config: CaptureConfig, n: int = 5, params: Sampli
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2"])
 def test_greedy_trace_equals_generate(tiny_models, family):
     model, tokenizer = tiny_models[family]
-    ids, result = trace_of(model, tokenizer, CaptureConfig(), n=10, params=SamplingParams(temperature=0, min_new_tokens=10))
+    params = SamplingParams(temperature=0, min_new_tokens=10)
+    ids, result = trace_of(model, tokenizer, CaptureConfig(), n=10, params=params)
     with torch.no_grad():
         ref = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=10, min_new_tokens=10,
                              pad_token_id=0)[0, len(ids):].tolist()
@@ -267,7 +268,8 @@ def test_eos_stops_unless_banned(tiny_models):
         model.lm_head.bias[eos] = 1e4
     try:
         _, free = trace_of(model, tokenizer, CaptureConfig(), n=5)
-        _, banned = trace_of(model, tokenizer, CaptureConfig(), n=5, params=SamplingParams(temperature=0, block_eos_steps=3))
+        params = SamplingParams(temperature=0, block_eos_steps=3)
+        _, banned = trace_of(model, tokenizer, CaptureConfig(), n=5, params=params)
     finally:
         model.lm_head.bias = None
     assert free.stop_reason == "eos" and free.generated_ids == [eos]

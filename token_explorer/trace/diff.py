@@ -126,8 +126,9 @@ def diff_document(a: Trace, b: Trace, k: int) -> dict[str, Any]:
         for la, lb in common:
             for sa, sb in subs:
                 l2, cosine, top, values = layer_delta(va[la, sa], vb[lb, sb], k)
+                changed = [{"index": int(n), "delta": float(d)} for n, d in zip(top, values)]
                 delta.append({"layer": layers_a[la], "submodule": subs_a[sa], "l2": l2, "cosine": cosine,
-                              "top_changed_neurons": [{"index": int(n), "delta": float(d)} for n, d in zip(top, values)]})
+                              "top_changed_neurons": changed})
         sa_, sb_ = a.steps[i], b.steps[j]
         steps.append({"step": out_step, "token_id_a": sa_["token_id"], "token_id_b": sb_["token_id"],
                       "decoded_text_offset_a": sa_["decoded_text_offset"],

@@ -72,8 +72,9 @@ def _distribution(p: Probe, text: TokenText) -> dict[str, Any]:
     return {
         "k_used": p.k_used, "entropy": p.entropy, "top_mass_used": p.top_mass_used,
         "selected_prob": p.selected_prob, "selected_logprob": p.selected_logprob, "selected_rank": p.selected_rank,
-        "candidates": [{"rank": r + 1, "token_id": int(i), "token": text(int(i)), "prob": float(pr), "logprob": float(lp)}
-                       for r, (i, pr, lp) in enumerate(zip(p.ids, p.probs, p.logprobs))],
+        "candidates": [
+            {"rank": r + 1, "token_id": int(i), "token": text(int(i)), "prob": float(pr), "logprob": float(lp)}
+            for r, (i, pr, lp) in enumerate(zip(p.ids, p.probs, p.logprobs))],
     }
 
 

@@ -42,7 +42,8 @@ def escape_controls(text: str, keep: str = "") -> str:
     for ch in text:
         if ch not in keep and unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
             code = ord(ch)
-            out.append({"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(ch) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"))
+            named = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(ch)
+            out.append(named or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"))
         else:
             out.append(ch)
     return "".join(out)

@@ -90,7 +90,8 @@ def selected_rank_heatmap(result: TraceResult, path: Path) -> Path:
 def attention_grid(result: TraceResult, path: Path) -> Path:
     """The first step's attention entropy per layer and head."""
     a = result.steps[0].attention
-    fig = Figure(figsize=(max(4, 0.5 * a.entropy.shape[1] + 2), max(3, 0.25 * len(a.layers) + 1.5)), layout="constrained")
+    size = (max(4, 0.5 * a.entropy.shape[1] + 2), max(3, 0.25 * len(a.layers) + 1.5))
+    fig = Figure(figsize=size, layout="constrained")
     ax = fig.add_subplot()
     im = ax.imshow(a.entropy, aspect="auto", cmap="viridis", interpolation="nearest", origin="lower")
     ax.set_yticks(range(len(a.layers)), [str(l) for l in a.layers])
