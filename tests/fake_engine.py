@@ -117,6 +117,9 @@ class FakeEngine:
 
     # ---------------------------------------------------------------- EngineLike
 
+    def on_notice(self, listener) -> None:
+        self.listener = listener
+
     def tokenize(self, text: str) -> list[int]:
         self._record("tokenize")
         return [BOS, *text.encode("utf-8")]
@@ -144,7 +147,7 @@ class FakeEngine:
         with self._count_lock:
             self._active -= 1
 
-    def set_tokens(self, ids: Sequence[int]) -> Snapshot:
+    def set_tokens(self, ids: Sequence[int], progress=None) -> Snapshot:
         self._record("set_tokens")
         ids = [int(t) for t in ids]
         self._enter()
@@ -156,6 +159,8 @@ class FakeEngine:
                     keep += 1
                 self._tokens = ids
                 self._positions = self._positions[:keep] + [self._position(ids, i) for i in range(keep, len(ids))]
+                if progress is not None:
+                    progress(len(ids) - keep, len(ids) - keep)
                 return Snapshot(tuple(self._tokens), tuple(self._positions))
             finally:
                 self._leave()

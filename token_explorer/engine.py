@@ -35,9 +35,12 @@ class Engine:
         self._lock = threading.RLock()
         self.loaded = loaded
         self.settings = settings or Settings()
+        self._notices: list[str] = []  # held until someone listens
+        self._listener: Callable[[str], None] | None = None
+        self._notice_lock = threading.Lock()
         self.results = ResultCache(self.settings.cache.path if settings else None,
                                    memory_items=self.settings.display.cache_size,
-                                   disk_limit_mb=self.settings.cache.disk_limit_mb)
+                                   disk_limit_mb=self.settings.cache.disk_limit_mb, report=self._notice)
         self._cancelled: Callable[[], bool] | None = None
         self.session = Session(loaded.model, loaded.tokenizer, top_k=top_k, temperature=temperature, lens=lens)
         config = loaded.model.config
@@ -59,6 +62,23 @@ class Engine:
                                for entry in self.settings.sae),
         )
 
+    # -- notices -------------------------------------------------------------------------------
+    def on_notice(self, listener: Callable[[str], None]) -> None:
+        """Send one-line notices (the result cache going memory-only or being rebuilt) to
+        ``listener``, from any thread; notices from before this call are sent at once."""
+        with self._notice_lock:
+            self._listener, held, self._notices = listener, self._notices, []
+        for line in held:
+            listener(line)
+
+    def _notice(self, line: str) -> None:
+        with self._notice_lock:
+            listener = self._listener
+            if listener is None:
+                self._notices.append(line)
+        if listener is not None:
+            listener(line)
+
     # -- text ----------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
         """Token ids of ``text``, with the special tokens the tokenizer adds by default."""
@@ -78,10 +98,11 @@ class Engine:
         with self._lock:
             return Snapshot(tuple(self.session.tokens), tuple(self.session.positions))
 
-    def set_tokens(self, ids: Sequence[int]) -> Snapshot:
-        """Make ``ids`` the prompt, reusing the longest common prefix."""
+    def set_tokens(self, ids: Sequence[int], progress: Callable[[int, int], None] | None = None) -> Snapshot:
+        """Make ``ids`` the prompt, reusing the longest common prefix; ``progress(done, total)``
+        after each chunk of the tokens that run."""
         with self._lock:
-            self.session.set_tokens(ids)
+            self.session.set_tokens(ids, progress)
             return self.snapshot()
 
     def append(self, token_id: int) -> Snapshot:

@@ -17,6 +17,9 @@ class EngineLike(Protocol):
 
     info: ModelInfo
 
+    def on_notice(self, listener: Callable[[str], None]) -> None:
+        """Send the engine's one-line notices to ``listener`` (from any thread), held ones at once."""
+
     def tokenize(self, text: str) -> list[int]:
         """Token ids of ``text`` (with the model's BOS where it uses one)."""
 
@@ -29,8 +32,9 @@ class EngineLike(Protocol):
     def snapshot(self) -> Snapshot:
         """The current prompt and its per-position records."""
 
-    def set_tokens(self, ids: Sequence[int]) -> Snapshot:
-        """Make ``ids`` the prompt, reusing the longest common prefix; runs only the rest."""
+    def set_tokens(self, ids: Sequence[int], progress: Callable[[int, int], None] | None = None) -> Snapshot:
+        """Make ``ids`` the prompt, reusing the longest common prefix; runs only the rest, calling
+        ``progress(done, total)`` as it goes."""
 
     def append(self, token_id: int) -> Snapshot:
         """Append one token: one single-token forward over the KV cache."""

@@ -21,7 +21,7 @@ from ..tokens import piece_text
 from .buffer import GrowBuffer
 from .capture import AttentionMeta, install_query_capture, recording
 from .family import Family, family_of
-from .kv_cache import keep_prefix, make_cache
+from .kv_cache import keep_prefix, make_cache, reserve
 from .unembed import Unembed
 from .vocab import Vocab
 
@@ -57,8 +57,9 @@ class Session:
         self._last_lens: torch.Tensor | None = None  # (L+1, V) lens log-probs at the last position
 
     # -- public operations -------------------------------------------------------------------
-    def set_tokens(self, ids: Sequence[int]) -> None:
-        """Make ``ids`` the prompt; reuses the longest common prefix, runs only the rest."""
+    def set_tokens(self, ids: Sequence[int], progress: Callable[[int, int], None] | None = None) -> None:
+        """Make ``ids`` the prompt; reuses the longest common prefix, runs only the rest.
+        ``progress(done, total)`` is called after each chunk of a long run."""
         ids = [int(i) for i in ids]
         if not ids:
             raise UserError("the prompt is empty: give at least one token")
@@ -74,7 +75,7 @@ class Session:
             self._truncate(keep)
             return
         self._truncate(keep)
-        self._run(ids[keep:])
+        self._run(ids[keep:], progress)
 
     def append(self, token_id: int) -> None:
         """Add one token: one single-token forward."""
@@ -159,7 +160,15 @@ class Session:
         self.attention_meta.update(rec.meta)
         return out.logits[0].float(), rec.stacked_resid(), rec.stacked_queries()
 
-    def _run(self, ids: list[int]) -> None:
+    def _run(self, ids: list[int], progress: Callable[[int, int], None] | None = None) -> None:
+        """Forward ``ids`` over the cache in chunks of ``PREFILL_CHUNK``: memory holds one chunk's
+        logits (chunk x V) at a time, and the captures and KV cache are sized once for the whole
+        run when it is longer than a chunk (no doubling slack)."""
+        if len(ids) > PREFILL_CHUNK:
+            total = len(self.tokens) + len(ids)
+            self.resid.reserve(total)
+            self.queries.reserve(total)
+            reserve(self.cache, total)
         if self.tokens:  # the distribution that scores the first new token, before captures grow
             self.last_logits()
             if self.lens_on and self._last_lens is None:
@@ -174,6 +183,8 @@ class Session:
             else:
                 self.queries_on = False
             self._absorb(chunk, logits)
+            if progress is not None:
+                progress(start + len(chunk), len(ids))
 
     def _absorb(self, chunk: list[int], logits: torch.Tensor) -> None:
         """Build the records of the new positions from their logits (m, V) and captures."""

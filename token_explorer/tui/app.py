@@ -17,6 +17,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer
 
 from token_explorer.errors import Cancelled, UserError
+from token_explorer.printable import printable
 from token_explorer.prompts import SavedPrompt, save_prompt
 from token_explorer.protocol import EngineLike
 
@@ -99,6 +100,7 @@ class TokenExplorerApp(App):
         self.initial_saved = initial_saved
         self.keymap: dict[str, str] = dict(settings.keymap)
         self.engine: EngineLike | None = None
+        self.load_error: str | None = None  # why the model could not be loaded, if it could not
         self.analyses: dict[str, str | None] = {}
         self.branches: list[Branch] = []
         self.current = 0
@@ -173,7 +175,6 @@ class TokenExplorerApp(App):
 
         try:
             engine = factory(progress)
-            progress("running the starting prompt…", None)
             text, tokens = self.initial_text or self.settings.prompt.example_prompt, self.initial_tokens
             saved = self.initial_saved
             if saved is not None and saved.model_fingerprint == engine.info.fingerprint:
@@ -183,7 +184,10 @@ class TokenExplorerApp(App):
                 self.post_message(m.Notice(f"{saved.path.name} was saved with another model ({saved.model}): "
                                            "its text was re-tokenised instead of reusing its token ids", "warning"))
             ids = start_tokens(engine, text, tokens)
-            frame = frame_of(engine, engine.set_tokens(ids), self.settings.display.tokens_to_show)
+            progress(f"running the starting prompt ({len(ids)} tokens)…", 0.0)
+            snapshot = engine.set_tokens(
+                ids, lambda done, total: progress(f"running the starting prompt: {done}/{total} tokens…", done / total))
+            frame = frame_of(engine, snapshot, self.settings.display.tokens_to_show)
             analyses = dict(engine.analyses())
         except Exception as e:  # noqa: BLE001 - every failure becomes one line on the loading screen
             self.post_message(m.LoadFailed(one_line(e)))
@@ -195,11 +199,13 @@ class TokenExplorerApp(App):
             self.screen.progress(message.text, message.fraction)
 
     def on_load_failed(self, message: m.LoadFailed) -> None:
+        self.load_error = message.error
         if isinstance(self.screen, LoadingScreen):
             self.screen.fail(message.error)
 
     def on_engine_ready(self, message: m.EngineReady) -> None:
         self.engine = message.engine
+        self.engine.on_notice(lambda line: self.post_message(m.Notice(line, "warning")))
         self.analyses = dict(message.analyses)
         self.start = message.start
         self._engine_tokens = message.start.tokens
@@ -514,7 +520,7 @@ class TokenExplorerApp(App):
             text.append(repr_token(frame.snapshot.positions[b.cursor].text))
         text.append(" │ view: ")
         text.append(self._view_title(), Style(bold=True))
-        text.append(f" │ {info.name} · {info.device}")
+        text.append(f" │ {printable(info.name)} · {info.device}")
         self.query_one(StatusLine).update(text)
 
     # ------------------------------------------------------------ actions: stepping
@@ -631,6 +637,10 @@ class TokenExplorerApp(App):
             return
         self.post_message(m.Notice(f"saved {len(tokens)} tokens to {path}"))
 
+    def notify(self, message: str, **kwargs: Any) -> None:
+        """Show a notice; file names, model names and errors in it pass through ``printable``."""
+        super().notify(printable(message), **kwargs)
+
     def on_notice(self, message: m.Notice) -> None:
         self.notify(message.text, severity=message.severity, markup=False)  # type: ignore[arg-type]
 
@@ -645,6 +655,11 @@ class TokenExplorerApp(App):
             self.notify(f"all {cap} branches are in use ([prompt] max_prompts); remove one with a", severity="warning", markup=False)
             return
         info = self.engine.info
+        bad = [t for t in saved.token_ids if t >= info.vocab_size]
+        if saved.model_fingerprint == info.fingerprint and bad:
+            self.notify(f"cannot open {saved.path.name}: token id {bad[0]} is outside the model's vocabulary "
+                        f"of {info.vocab_size}", severity="error", markup=False)
+            return
         if saved.model_fingerprint == info.fingerprint:
             self.post_message(m.PromptReady(saved.token_ids, f"opened {saved.path.name} ({len(saved.token_ids)} tokens)"))
         else:
@@ -772,6 +787,10 @@ class TokenExplorerApp(App):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.keymap, self.analyses))
+
+    async def action_quit(self) -> None:
+        """Quit; the return code is 1 when the model failed to load."""
+        self.exit(return_code=1 if self.load_error else 0)
 
 
 def make_app(

@@ -18,6 +18,7 @@ from rich.table import Table as RichTable
 from rich.text import Span as RichSpan
 from rich.text import Text
 
+from token_explorer.printable import printable
 from token_explorer.results import ModelInfo, Position, Snapshot, Table, TokenScores
 from token_explorer.tokens import visible
 
@@ -168,22 +169,9 @@ def layout_prompt(texts: Sequence[str], styles: Sequence[Style], width: int) -> 
 
 
 def shown(text: str, spaces: bool = False) -> str:
-    """``text`` safe for the terminal: tab, CR and other control characters as visible marks;
-    spaces (and newlines) as marks too when ``spaces``."""
-    if spaces:
-        text = visible(text)
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if ch == "\t":
-            out.append("⇥")
-        elif ch == "\r":
-            out.append("␍")
-        elif ch != "\n" and (code < 0x20 or 0x7F <= code < 0xA0):
-            out.append(f"<0x{code:02X}>")
-        else:
-            out.append(ch)
-    return "".join(out)
+    """``text`` safe for the terminal (:func:`~token_explorer.printable.printable`, newlines kept);
+    spaces and newlines as marks too when ``spaces``."""
+    return visible(text) if spaces else printable(text, multiline=True)
 
 
 def _split_cells(text: str, cells: int) -> tuple[str, str]:
