@@ -234,12 +234,12 @@ def run_trace(args: argparse.Namespace) -> int:
                         chat=args.chat, max_new_tokens=args.max_new_tokens, seed=args.seed, stop=args.stop,
                         tokenizer=tokenizer, text=text_of, fingerprint=loaded.fingerprint, plots=not args.no_plots)
     if not args.quiet:
-        from .files import escape_controls
+        from ..printable import printable
 
         generated = tokenizer.decode(result.generated_ids, skip_special_tokens=True)
-        print(escape_controls(generated, keep="\n\t"))
+        print(printable(generated, multiline=True))
         print(f"token-explorer trace: {len(result.steps)} steps (stopped: {result.stop_reason}) in "
-              f"{result.seconds:.2f} s; {len(files)} files in {out}", file=sys.stderr)
+              f"{result.seconds:.2f} s; {len(files)} files in {printable(str(out))}", file=sys.stderr)
     return 0
 
 

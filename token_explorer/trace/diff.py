@@ -21,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..errors import UserError
+from ..printable import printable
 from . import sidecars
 from .files import write_atomic, write_json
 
@@ -172,5 +173,5 @@ def run_diff(args: argparse.Namespace) -> int:
     delta_heatmap(doc, args.metric, out / "activation_delta.png")
     print(f"token-explorer trace diff: {len(doc['steps'])} aligned steps ({doc['alignment']['mode']}), "
           f"{len(doc['alignment']['mismatches'])} unaligned; wrote activation_diff.json and activation_delta.png "
-          f"in {out}", file=sys.stderr)
+          f"in {printable(str(out))}", file=sys.stderr)
     return 0

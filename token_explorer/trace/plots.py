@@ -10,7 +10,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .files import escape_controls, write_atomic
+from ..printable import printable
+from .files import write_atomic
 from .run import TraceResult
 
 TokenText = Callable[[int], str]
@@ -18,7 +19,7 @@ TokenText = Callable[[int], str]
 
 def _label(text: str) -> str:
     """A token as a plot label: controls escaped, spaces shown, no mathtext."""
-    return escape_controls(text).replace(" ", "·").replace("$", r"\$") or "∅"
+    return printable(text).replace(" ", "·").replace("$", r"\$") or "∅"
 
 
 def _save(fig: Figure, path: Path) -> Path:
