@@ -109,10 +109,12 @@ def test_every_flag_in_the_readme_exists():
     from pathlib import Path
 
     from token_explorer.sae.cli import build_parser as sae_parser
+    from token_explorer.trace.cli import build_diff_parser, build_parser as trace_parser
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     known = _option_strings(build_parser("explore")) | _option_strings(build_parser("peek"))
     known |= _option_strings(sae_parser())
+    known |= _option_strings(trace_parser()) | _option_strings(build_diff_parser())
     flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9_-]*)", readme)) - {"--no-deps"}  # pip's
     assert flags, "the README documents flags"
     assert sorted(flags - known) == []

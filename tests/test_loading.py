@@ -18,8 +18,10 @@ def test_abandoned_conversion_folders_are_removed(tmp_path):
     other = tmp_path / ".Other.tmp-999999999"
     for folder in (dead, alive, other):
         folder.mkdir()
-    _remove_abandoned(target)
+    _remove_abandoned(target, locked=False)  # no lock: only dead pids' folders are surely abandoned
     assert not dead.exists() and alive.exists() and other.exists()
+    _remove_abandoned(target, locked=True)  # holding the lock: no conversion is running
+    assert not alive.exists() and other.exists()
 
 
 def test_device_and_dtype_choices():

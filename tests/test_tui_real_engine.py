@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -73,17 +74,21 @@ async def test_head_picker_colours_the_prompt_by_one_head(tmp_path, tiny_dirs):
                    initial_text="Once upon a time", start_view="attention")
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
-        assert app.params["attention"] == {"aggregate": "mean", "layer": -1, "head": -1}
+        assert app.params["attention"] == {"aggregate": "mean", "layer": "all", "head": "all"}
+        assert "mean over all" in screen_text(app) and "-1 ×" not in screen_text(app)  # "all" is a value, never -1
+        runs = engine.results.stats.misses
         await pilot.press("greater_than_sign", "greater_than_sign", "full_stop", "full_stop")
         await settle(pilot)
         assert app.params["attention"] == {"aggregate": "mean", "layer": 1, "head": 1}
+        assert engine.results.stats.misses == runs  # stepping a layer or head only selects
         tokens, cursor = app.branch.tokens, app.branch.cursor
-        one_head = engine.analyze("attention", tokens, cursor, {"aggregate": "mean", "layer": 1, "head": 1})
-        assert "layer 1" in one_head.caption and "head 1" in one_head.caption
-        assert "head 1" in screen_text(app)
-        await pilot.press(*["less_than_sign"] * 5)  # bounded below by -1 (all heads)
+        result = engine.analyze("attention", tokens, cursor, {})
+        shown = [float(v) for v in app._rendering_memo[1].values]
+        np.testing.assert_allclose(shown, result.weights[1, 1], atol=1e-6)
+        assert "layer 1 × head 1" in screen_text(app)
+        await pilot.press(*["less_than_sign"] * 5)  # bounded below by "all" heads
         await settle(pilot)
-        assert app.params["attention"]["head"] == -1
+        assert app.params["attention"]["head"] == "all"
         await pilot.press("e")  # similarity has no head to pick
         await settle(pilot)
         await pilot.press("greater_than_sign")
@@ -111,3 +116,28 @@ async def test_sae_view_p_cycles_dictionaries_and_rank_picks_features(tmp_path, 
         await pilot.press("greater_than_sign")
         await settle(pilot)
         assert app.params["sae"]["rank"] == 2 and "number 2 at the cursor" in screen_text(app)
+
+
+async def test_lens_view_after_steps_shows_the_table_first_then_fills_the_records(tmp_path, tiny_dirs):
+    engine = open_engine(str(tiny_dirs["llama"]), device="cpu", top_k=30)
+    settings = make_settings(tmp_path / "prompts")
+    app = make_app(settings, lambda progress: engine, initial_text="Once upon a time", start_view="lens")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        assert all(p.lens is not None for p in engine.snapshot().positions)  # the prefill's, filled once
+        for _ in range(3):
+            await pilot.press("l")
+            await settle(pilot)
+        snap = engine.snapshot()
+        assert snap.tokens == app.branch.tokens
+        assert all(p.lens is not None for p in snap.positions)  # the stepped positions too
+        fresh = open_engine(str(tiny_dirs["llama"]), device="cpu", top_k=30)
+        fresh.set_tokens(list(snap.tokens))
+        whole = fresh.fill_lens()  # one fill of the whole prompt, for comparison
+        for a, b in zip(snap.positions, whole.positions):
+            np.testing.assert_allclose(a.lens.entropy_bits, b.lens.entropy_bits, atol=1e-4)
+            if a.index:
+                np.testing.assert_allclose(a.lens.token_prob, b.lens.token_prob, atol=1e-5)
+        result = app._view_cache.get(app._view_key())
+        assert result is not None and not hasattr(result, "error")
+        np.testing.assert_allclose(result.prob[:, -1], snap.positions[-1].lens.token_prob, atol=1e-5)

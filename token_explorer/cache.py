@@ -18,9 +18,11 @@ import dataclasses
 import hashlib
 import json
 import operator
+import os
 import sqlite3
 import struct
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -244,8 +246,11 @@ class ResultCache:
     (``disk_error`` says why); they never raise.
     """
 
-    def __init__(self, directory: Path | None, memory_items: int, disk_limit_mb: int) -> None:
-        """``directory`` None or ``disk_limit_mb`` 0: memory only. ``memory_items`` >= 0."""
+    def __init__(self, directory: Path | None, memory_items: int, disk_limit_mb: int,
+                 report: Callable[[str], None] = lambda _line: None) -> None:
+        """``directory`` None or ``disk_limit_mb`` 0: memory only. ``memory_items`` >= 0. ``report``
+        gets one line, once, when the disk cache is unusable (the cache then runs in memory only) or
+        was corrupt (moved aside and started anew)."""
         if memory_items < 0:
             raise ValueError("memory_items must be >= 0")
         self._lock = threading.Lock()
@@ -253,17 +258,38 @@ class ResultCache:
         self._memory_items = memory_items
         self._counts = dict.fromkeys(("hits_memory", "hits_disk", "misses", "evictions", "corrupt"), 0)
         self._disk: diskcache.Cache | None = None
+        self._directory = directory
+        self._report = report
         self.disk_error: str | None = None  # why the disk cache was switched off, if it was
         if directory is not None and disk_limit_mb > 0:
-            try:
-                self._disk = diskcache.Cache(
-                    str(directory),
-                    size_limit=disk_limit_mb * 2**20,
-                    eviction_policy="least-recently-used",
-                    disk=_BytesDisk,
-                )
-            except _DISK_ERRORS as e:
-                self._disk_failed(e)
+            self._open(directory, disk_limit_mb)
+
+    def _open(self, directory: Path, disk_limit_mb: int) -> None:
+        """Open the disk cache; a corrupt one is moved aside and started anew."""
+
+        def open_disk() -> diskcache.Cache:
+            return diskcache.Cache(str(directory), size_limit=disk_limit_mb * 2**20,
+                                   eviction_policy="least-recently-used", disk=_BytesDisk)
+
+        try:
+            self._disk = open_disk()
+            return
+        except sqlite3.OperationalError as e:  # read-only, no such folder, locked...
+            self._disk_failed(e)
+            return
+        except sqlite3.DatabaseError as e:  # not a database, malformed: corrupt or truncated
+            corrupt = e
+        except _DISK_ERRORS as e:
+            self._disk_failed(e)
+            return
+        aside = directory.with_name(f"{directory.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        try:
+            directory.rename(aside)
+            self._disk = open_disk()
+        except _DISK_ERRORS as e:
+            self._disk_failed(e)
+            return
+        self._report(f"result cache {directory} was corrupt ({corrupt}): moved aside to {aside.name} and started anew")
 
     @property
     def stats(self) -> CacheStats:
@@ -353,7 +379,10 @@ class ResultCache:
             return None
 
     def _disk_failed(self, error: BaseException) -> None:
-        """Go on in memory only."""
+        """Go on in memory only, and say so once."""
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        if self.disk_error is None:
+            self._report(f"result cache {self._directory} unusable ({reason}): results are kept in memory only")
         self.disk_error = f"{type(error).__name__}: {error}"
         disk, self._disk = self._disk, None
         if disk is not None:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .config import Settings, load_settings
 from .errors import UserError
+from .printable import printable
 
-SUBCOMMANDS = ("peek", "sae")
+SUBCOMMANDS = ("peek", "sae", "trace")
 
 
 def _config_path(given: str | None) -> Path | None:
@@ -80,7 +84,19 @@ def _engine(settings: Settings, progress=None, top_k: int | None = None, lens: b
 
 
 def _stderr_progress(message: str, _fraction: float | None) -> None:
-    print(f"token-explorer: {message}", file=sys.stderr, flush=True)
+    print(f"token-explorer: {printable(message)}", file=sys.stderr, flush=True)
+
+
+def _prefill_progress(total: int):
+    """A ``progress(done, total)`` for a long prompt: a line on stderr about every tenth of the way."""
+    shown = [0]
+
+    def report(done: int, _total: int) -> None:
+        if done == total or done - shown[0] >= total / 10:
+            shown[0] = done
+            _stderr_progress(f"running the prompt: {done}/{total} tokens", done / total)
+
+    return report
 
 
 def run_peek(args: argparse.Namespace) -> int:
@@ -90,13 +106,14 @@ def run_peek(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise UserError(f"--top-k must be at least 1, got {args.top_k}")
     text = read_text_prompt(Path(args.input)) if args.input else args.prompt
-    if not text:
-        raise UserError("--prompt is empty")
+    if not text.strip():
+        raise UserError("--prompt is empty or only whitespace")
     settings = _settings(args)
     engine = _engine(settings, progress=None if args.json else _stderr_progress,
                      top_k=max(args.top_k, settings.engine.top_k), lens=args.lens)
+    engine.on_notice(lambda line: print(f"token-explorer: {printable(line)}", file=sys.stderr, flush=True))
     ids = engine.tokenize(text)
-    snap = engine.set_tokens(ids)
+    snap = engine.set_tokens(ids, None if args.json or len(ids) <= 1024 else _prefill_progress(len(ids)))
     if args.lens:
         snap = engine.fill_lens()
     if args.json:
@@ -106,27 +123,63 @@ def run_peek(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Workers(ThreadPoolExecutor):
+    """The event loop's executor (Textual's thread workers run on it), counting jobs in flight."""
+
+    def __init__(self) -> None:
+        super().__init__(thread_name_prefix="worker")
+        self._lock = threading.Lock()
+        self._running = 0
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return self._running > 0
+
+    def submit(self, fn, /, *args, **kwargs):
+        def counted():
+            with self._lock:
+                self._running += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self._running -= 1
+
+        return super().submit(counted)
+
+
 def run_explore(args: argparse.Namespace) -> int:
     from .prompts import load_prompt, read_text_prompt
     from .tui.app import make_app
-    from .tui.bindings import BINDING_IDS
+    from .tui.keymap import check_keymap
 
+    config = _config_path(args.config)
     settings = _settings(args)
-    unknown = sorted(set(settings.keys) - set(BINDING_IDS))
-    if unknown:
-        raise UserError(f"{args.config or 'config'}: [keymap] has unknown binding id '{unknown[0]}'")
+    check_keymap(settings.keys, str(config or "config"))
     saved = load_prompt(args.input) if args.input and args.input.lower().endswith(".json") else None
     text = read_text_prompt(Path(args.input)) if args.input and saved is None else settings.prompt.example_prompt
     app = make_app(settings, lambda progress: _engine(settings, progress), initial_text=text,
                    initial_saved=saved, start_view="lens" if args.layer_prob else None)
-    app.run()
-    if getattr(app, "engine", None) is None:
-        # quit while the model was still loading: the loader thread cannot be interrupted, and
-        # waiting for it would keep the process alive after the screen closed
+    loop, workers = asyncio.new_event_loop(), _Workers()
+    loop.set_default_executor(workers)
+    app.run(loop=loop)
+    code = app.return_code or 0
+    if app.load_error is not None:
+        print(f"token-explorer: error: {printable(app.load_error)}", file=sys.stderr)
+        code = 2
+    elif app.engine is None:
+        print("token-explorer: quit before the model finished loading", file=sys.stderr)
+        code = 130
+    if workers.busy:
+        # a model load, prefill or analysis is still running on a worker and cannot be interrupted:
+        # leave at once (the screen is already restored) instead of waiting for it to finish
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
-    return 0
+        os._exit(code)
+    workers.shutdown()
+    loop.close()
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,13 +192,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .sae.cli import main as sae_main
 
             return sae_main(argv)
+        if command == "trace":
+            from .trace.cli import main as trace_main
+
+            return trace_main(argv)
         args = build_parser(command).parse_args(argv)
         return run_peek(args) if command == "peek" else run_explore(args)
     except UserError as exc:
-        print(f"token-explorer: error: {exc}", file=sys.stderr)
+        print(f"token-explorer: error: {printable(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (``peek ... | head``): stop quietly, as a program killed by SIGPIPE
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except (OSError, ValueError):
+            pass
+        return 141  # 128 + SIGPIPE
 
 
 if __name__ == "__main__":

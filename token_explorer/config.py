@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import tomllib
@@ -32,12 +33,8 @@ def _setting(default: Any, check: Check | None = None) -> Any:
     return field(default=default, metadata={"check": check} if check else {})
 
 
-def _at_least(low: int) -> Check:
-    return lambda v: None if v >= low else f"must be >= {low}, got {_show(v)}"
-
-
-def _positive(v: float) -> str | None:
-    return None if v > 0 else f"must be > 0, got {_show(v)}"
+def _between(low: float, high: float) -> Check:
+    return lambda v: None if low <= v <= high else f"must be between {low} and {high}, got {_show(v)}"
 
 
 def _device(v: str) -> str | None:
@@ -70,7 +67,7 @@ class PromptSettings:
     """``[prompt]``: the starting prompt, branches and saved prompts."""
 
     example_prompt: str = "Once upon a time, there was a"
-    max_prompts: int = _setting(9, _at_least(1))  # most branches open at once
+    max_prompts: int = _setting(9, _between(1, 1000))  # most branches open at once
     directory: str = _setting("prompts", _non_empty)  # relative paths resolve against the cwd
 
     @property
@@ -83,8 +80,8 @@ class PromptSettings:
 class DisplaySettings:
     """``[display]``: what the screen shows."""
 
-    tokens_to_show: int = _setting(30, _at_least(1))
-    cache_size: int = _setting(100, _at_least(1))  # most results kept in the memory LRU
+    tokens_to_show: int = _setting(30, _between(1, 1000))
+    cache_size: int = _setting(100, _between(1, 1_000_000))  # most results kept in the memory LRU
     show_cursor: bool = True
 
 
@@ -92,10 +89,10 @@ class DisplaySettings:
 class EngineSettings:
     """``[engine]``: what is computed at each step."""
 
-    top_k: int = _setting(50, _at_least(1))  # candidates kept per position, >= tokens_to_show
-    temperature: float = _setting(1.0, _positive)  # T of the energy -T logsumexp(logits / T)
+    top_k: int = _setting(50, _between(1, 1000))  # candidates kept per position, >= tokens_to_show
+    temperature: float = _setting(1.0, _between(0.001, 1000))  # T of the energy -T logsumexp(logits / T)
     lens: bool = True  # per-layer logit lens at every step
-    ig_steps: int = _setting(32, _at_least(1))  # integrated-gradients steps
+    ig_steps: int = _setting(32, _between(1, 4096))  # integrated-gradients steps
 
 
 @dataclass(frozen=True)
@@ -103,7 +100,7 @@ class CacheSettings:
     """``[cache]``: the on-disk result cache."""
 
     directory: str | None = _setting(None, _non_empty)  # None: <user cache dir>/results
-    disk_limit_mb: int = _setting(512, _at_least(0))  # 0 turns the disk cache off
+    disk_limit_mb: int = _setting(512, _between(0, 10_000_000))  # 0 turns the disk cache off
 
     @property
     def path(self) -> Path:
@@ -238,8 +235,9 @@ def _typed(value: Any, hint: Any) -> tuple[str | None, Any]:
     elif hint is int:
         ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
     elif hint is float:
-        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a finite number"
         value = float(value) if ok else value
+        ok = ok and math.isfinite(value)
     elif hint is str:
         ok, kind = isinstance(value, str), "a string"
     else:  # pragma: no cover - a field type this loader does not know
@@ -273,5 +271,7 @@ def _check_across(settings: Settings, source: str) -> None:
 
 def _show(value: Any) -> str:
     """A value as it would be written in TOML-ish form, on one short line."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # inf, -inf, nan, as TOML writes them
     text = json.dumps(value, default=str, ensure_ascii=False)
     return text if len(text) <= 60 else text[:57] + "..."

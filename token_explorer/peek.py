@@ -6,6 +6,7 @@ import json
 import math
 from typing import Any
 
+from .printable import json_safe, printable
 from .protocol import EngineLike
 from .results import Position, Snapshot
 from .tokens import visible
@@ -79,7 +80,7 @@ def peek_table(engine: EngineLike, snap: Snapshot, top_k: int, lens: bool) -> st
     """A readable table: one line per position (plus one lens line per position with ``lens``)."""
     shown = min(top_k, 3)
     lines = [
-        f"model: {engine.info.name}   energy T={snap.next.temperature:g}",
+        f"model: {printable(engine.info.name)}   energy T={snap.next.temperature:g}",
         f"{'pos':>4}  {'token':<16} {'p(tok|prefix)':>13} {'rank':>6} {'entropy':>8} {'energy':>8}  next-token top-{shown}",
     ]
     for pos in snap.positions:
@@ -96,6 +97,18 @@ def peek_table(engine: EngineLike, snap: Snapshot, top_k: int, lens: bool) -> st
     return "\n".join(lines)
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float (inf, NaN) replaced by None, at any depth."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def dumps(document: dict[str, Any]) -> str:
-    """JSON text of a peek document."""
-    return json.dumps(document, ensure_ascii=False, indent=1)
+    """Strict JSON text of a peek document: no Infinity or NaN (null instead), and no raw control
+    characters even inside strings."""
+    return json_safe(json.dumps(_finite(document), ensure_ascii=False, indent=1, allow_nan=False))

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -26,6 +27,8 @@ from token_explorer.errors import UserError
 FORMAT = "token_explorer.prompt/1"
 _SLUG_WORDS = 5
 _SLUG_CHARS = 40
+_TMP_SUFFIX = ".tmp"
+_LEFTOVER_AGE = 3600.0  # seconds after which a save's temporary file is surely abandoned
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ def save_prompt(
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(directory)
         return _write_new(directory, stem, data)
     except OSError as e:
         raise UserError(f"{directory}: cannot save prompt: {e.strerror or e}") from None
@@ -119,6 +123,7 @@ def list_prompts(directory: str | Path) -> tuple[list[SavedPrompt], list[str]]:
     A missing folder holds no prompts.
     """
     directory = Path(directory)
+    remove_leftovers(directory)
     try:
         paths = sorted(p for p in directory.glob("*.json") if not p.name.startswith("."))
     except OSError as e:
@@ -151,7 +156,7 @@ def read_text_prompt(path: str | Path) -> str:
 
 def _write_new(directory: Path, stem: str, data: bytes) -> Path:
     """Write ``data`` to ``<stem>[-N].json`` in ``directory``, never replacing an existing file."""
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".saving-", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".saving-{os.getpid()}-", suffix=_TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -170,6 +175,33 @@ def _write_new(directory: Path, stem: str, data: bytes) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_leftovers(directory: Path) -> None:
+    """Delete temporary files of saves that were killed mid-way: those of processes that are gone,
+    and any older than an hour (a save takes milliseconds)."""
+    try:
+        leftovers = list(directory.glob(f".saving-*{_TMP_SUFFIX}"))
+    except OSError:
+        return
+    for path in leftovers:
+        pid = path.name.removeprefix(".saving-").split("-", 1)[0]
+        with contextlib.suppress(OSError):
+            if not _alive(pid) or time.time() - path.stat().st_mtime > _LEFTOVER_AGE:
+                path.unlink()
+
+
+def _alive(pid: str) -> bool:
+    """Whether process ``pid`` (a decimal string) exists; False for anything else."""
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def _link_new(tmp: str, target: Path) -> None:

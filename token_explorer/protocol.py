@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from .analyses.declare import Spec
 from .results import ModelInfo, Snapshot
 
 
@@ -16,6 +17,9 @@ class EngineLike(Protocol):
     """Synchronous, thread-safe stepping engine over one model."""
 
     info: ModelInfo
+
+    def on_notice(self, listener: Callable[[str], None]) -> None:
+        """Send the engine's one-line notices to ``listener`` (from any thread), held ones at once."""
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids of ``text`` (with the model's BOS where it uses one)."""
@@ -29,8 +33,13 @@ class EngineLike(Protocol):
     def snapshot(self) -> Snapshot:
         """The current prompt and its per-position records."""
 
-    def set_tokens(self, ids: Sequence[int]) -> Snapshot:
-        """Make ``ids`` the prompt, reusing the longest common prefix; runs only the rest."""
+    def set_tokens(self, ids: Sequence[int], progress: Callable[[int, int], None] | None = None) -> Snapshot:
+        """Make ``ids`` the prompt, reusing the longest common prefix; runs only the rest, calling
+        ``progress(done, total)`` as it goes."""
+
+    def fill_lens(self, cancelled: Callable[[], bool] | None = None) -> Snapshot:
+        """Compute the per-layer lens records steps and prefills leave out (cancellable, keeping
+        what is done); the snapshot with them."""
 
     def append(self, token_id: int) -> Snapshot:
         """Append one token: one single-token forward over the KV cache."""
@@ -39,12 +48,23 @@ class EngineLike(Protocol):
         """Remove the last token: a KV-cache crop, no forward."""
 
     def analyses(self) -> Mapping[str, str | None]:
-        """Heavy analyses by name, each mapped to None if available or the reason it is not."""
+        """Analyses by name, each mapped to None if available or the reason it is not."""
+
+    def specs(self) -> Mapping[str, Spec]:
+        """Every analysis's declaration: its parameters (and which only select), scope and scale."""
+
+    def cancel_analyses(self) -> None:
+        """Make every running analysis stop at its next check (steps do this themselves; so can quit)."""
 
     def analyze(self, name: str, tokens: Sequence[int], cursor: int, params: Mapping[str, Any],
-                cancelled: Callable[[], bool] | None = None) -> Any:
-        """Run a heavy analysis of ``tokens`` at ``cursor``; returns its plain-data result.
+                cancelled: Callable[[], bool] | None = None, *,
+                progress: Callable[[int, int], None] | None = None,
+                partial: Callable[[Any], None] | None = None,
+                window: tuple[int, int] | None = None) -> Any:
+        """The full result of an analysis of ``tokens`` at ``cursor`` (plain data).
 
-        ``cancelled`` is polled between layers or steps; when it returns True the run raises
-        ``errors.Cancelled``.
+        ``cancelled`` is polled at least once per layer or integration step; when it returns True
+        (or a step is requested) the run raises ``errors.Cancelled``. ``progress(done, total)``
+        reports long runs; ``partial(result)`` gets results whose ``window`` of positions is
+        filled first.
         """

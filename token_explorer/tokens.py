@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .printable import printable
+
 _VISIBLE = {" ": "·", "\n": "↵", "\t": "⇥", "\r": "␍"}
 
 
@@ -53,5 +55,6 @@ def pieces_text(pieces: Sequence[bytes]) -> list[str]:
 
 
 def visible(text: str) -> str:
-    """The text with spaces, newlines, tabs and carriage returns drawn as visible marks."""
-    return "".join(_VISIBLE.get(ch, ch) for ch in text)
+    """Token text for display: spaces, newlines, tabs and carriage returns drawn as visible marks,
+    other control characters made inert by :func:`~token_explorer.printable.printable`."""
+    return printable("".join(_VISIBLE.get(ch, ch) for ch in text))

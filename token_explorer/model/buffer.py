@@ -12,13 +12,21 @@ class GrowBuffer:
         self.dim = dim
         self.data: torch.Tensor | None = None
         self.length = 0
+        self._room = 0  # rows the next growth makes room for at least (see reserve)
+
+    def reserve(self, rows: int) -> None:
+        """Make the next growth room for exactly ``rows`` rows in all when that is more than it
+        needs, instead of doubling: a long prefill then holds its captures once, without slack."""
+        self._room = rows
 
     def extend(self, rows: torch.Tensor) -> None:
         """Append ``rows`` (same shape as the buffer except along ``dim``)."""
         need = self.length + rows.shape[self.dim]
         if self.data is None or need > self.data.shape[self.dim]:
             shape = list(rows.shape)
-            shape[self.dim] = max(need, 2 * (0 if self.data is None else self.data.shape[self.dim]), 64)
+            doubled = 2 * (0 if self.data is None else self.data.shape[self.dim])
+            shape[self.dim] = max(need, self._room) if self._room >= need else max(need, doubled, 64)
+            self._room = 0
             grown = rows.new_empty(shape)
             if self.data is not None and self.length:
                 grown.narrow(self.dim, 0, self.length).copy_(self.view())

@@ -20,6 +20,15 @@ class GrowingLayer(DynamicLayer):
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
         self._keys, self._values = GrowBuffer(dim=2), GrowBuffer(dim=2)  # (1, kv_heads, n, head_dim)
+        self.reserve(getattr(self, "_room", 0))
+
+    def reserve(self, length: int) -> None:
+        """Room for exactly ``length`` positions at the next growth (see ``GrowBuffer.reserve``)."""
+        if not self.is_initialized:
+            self._room = length  # applied when the buffers are made
+            return
+        self._keys.reserve(length)
+        self._values.reserve(length)
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
@@ -50,6 +59,13 @@ def make_cache(config) -> DynamicCache:
     cache = DynamicCache(config=config)
     cache.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache
+
+
+def reserve(cache: DynamicCache, length: int) -> None:
+    """Let the growable layers make room for exactly ``length`` positions when they next grow."""
+    for layer in cache.layers:
+        if isinstance(layer, GrowingLayer):
+            layer.reserve(length)
 
 
 def keep_prefix(cache: DynamicCache, length: int) -> bool:

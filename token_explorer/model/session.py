@@ -20,13 +20,14 @@ from ..results import LensStats, Position
 from ..tokens import piece_text
 from .buffer import GrowBuffer
 from .capture import AttentionMeta, install_query_capture, recording
-from .family import Family, family_of
-from .kv_cache import keep_prefix, make_cache
+from .family import Family, family_of, sizes
+from .kv_cache import keep_prefix, make_cache, reserve
 from .unembed import Unembed
 from .vocab import Vocab
 
 PREFILL_CHUNK = 256  # tokens per forward when many are added at once
 LENS_BUDGET = 1 << 24  # floats of (layers x positions x vocab) lens logits held at once
+FILL_BATCH = 4  # positions per batch of fill_lens, so that a step waits for at most four
 # The per-layer lens records are never computed by a step: a step returns the next-token table at
 # once and ``fill_lens`` adds the lens afterwards, when something needs it (on a CPU the lens of
 # one position costs about half a decode step, and a whole prefill's several decode steps each).
@@ -57,8 +58,9 @@ class Session:
         self._lens_at: tuple[int, torch.Tensor] | None = None  # (position, its (L+1, V) lens log-probs)
 
     # -- public operations -------------------------------------------------------------------
-    def set_tokens(self, ids: Sequence[int]) -> None:
-        """Make ``ids`` the prompt; reuses the longest common prefix, runs only the rest."""
+    def set_tokens(self, ids: Sequence[int], progress: Callable[[int, int], None] | None = None) -> None:
+        """Make ``ids`` the prompt; reuses the longest common prefix, runs only the rest.
+        ``progress(done, total)`` is called after each chunk of a long run."""
         ids = [int(i) for i in ids]
         if not ids:
             raise UserError("the prompt is empty: give at least one token")
@@ -74,7 +76,7 @@ class Session:
             self._truncate(keep)
             return
         self._truncate(keep)
-        self._run(ids[keep:])
+        self._run(ids[keep:], progress)
 
     def append(self, token_id: int) -> None:
         """Add one token: one single-token forward."""
@@ -96,12 +98,7 @@ class Session:
 
     # -- internals ---------------------------------------------------------------------------
     def max_positions(self) -> int | None:
-        config = self.model.config
-        for name in ("max_position_embeddings", "n_positions", "n_ctx"):
-            value = getattr(config, name, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        return None
+        return sizes(self.model.config).context
 
     def _check_ids(self, ids: list[int]) -> None:
         limit = self.max_positions()
@@ -160,7 +157,15 @@ class Session:
         self.attention_meta.update(rec.meta)
         return out.logits[0].float(), rec.stacked_resid(), rec.stacked_queries()
 
-    def _run(self, ids: list[int]) -> None:
+    def _run(self, ids: list[int], progress: Callable[[int, int], None] | None = None) -> None:
+        """Forward ``ids`` over the cache in chunks of ``PREFILL_CHUNK``: memory holds one chunk's
+        logits (chunk x V) at a time, and the captures and KV cache are sized once for the whole
+        run when it is longer than a chunk (no doubling slack)."""
+        if len(ids) > PREFILL_CHUNK:
+            total = len(self.tokens) + len(ids)
+            self.resid.reserve(total)
+            self.queries.reserve(total)
+            reserve(self.cache, total)
         if self.tokens:  # the distribution that scores the first new token, before captures grow
             self.last_logits()
         for start in range(0, len(ids), PREFILL_CHUNK):
@@ -173,6 +178,8 @@ class Session:
             else:
                 self.queries_on = False
             self._absorb(chunk, logits)
+            if progress is not None:
+                progress(start + len(chunk), len(ids))
 
     def _absorb(self, chunk: list[int], logits: torch.Tensor) -> None:
         """Build the records of the new positions from their logits (m, V) and captures."""
@@ -225,9 +232,10 @@ class Session:
                 prev = self._lens_at[1]
             else:
                 prev = layer_logprobs(self.unembed(self.resid.view()[:, i - 1]))
-            for start in range(i, stop, self._lens_batch()):
+            batch = min(self._lens_batch(), FILL_BATCH)
+            for start in range(i, stop, batch):
                 check()
-                end = min(stop, start + self._lens_batch())
+                end = min(stop, start + batch)
                 stats, prev = self._lens_range(start, self.tokens, prev, end)
                 for j, lens in enumerate(stats, start):
                     self.positions[j] = dataclasses.replace(self.positions[j], lens=lens)

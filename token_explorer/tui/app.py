@@ -17,6 +17,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer
 
 from token_explorer.errors import Cancelled, UserError
+from token_explorer.printable import printable
 from token_explorer.prompts import SavedPrompt, save_prompt
 from token_explorer.protocol import EngineLike
 
@@ -24,6 +25,7 @@ from . import messages as m
 from .bindings import COMMANDS, READY_ONLY_EXEMPT, textual_bindings, unknown_ids
 from .commands import ExplorerCommands
 from .jobs import Job, frame_of, one_line, run_job, start_tokens
+from .findings import param_text, render_result
 from .render import (
     Colouring,
     HeavyRendering,
@@ -32,7 +34,6 @@ from .render import (
     legend,
     light_colouring,
     pending_colouring,
-    render_result,
     repr_token,
 )
 from .screens.browser import PromptBrowser
@@ -40,7 +41,7 @@ from .screens.help import HelpScreen
 from .screens.loading import LoadingScreen
 from .lane import Lane, StepKind
 from .state import LRU, Branch, Frame, next_word, plural, prev_word
-from .views import LENS_VIEW, VIEW_IDS, View, cycle, default_params, unavailable_reason, view_by_id
+from .views import LENS_VIEW, VIEW_IDS, VIEWS, View, cycle, heavy_views, unavailable_reason, view_by_id
 from .widgets.candidates import Candidates
 from .widgets.panels import Detail, Legend, StatusLine, ViewPanel
 from .widgets.prompt import PromptView
@@ -100,7 +101,11 @@ class TokenExplorerApp(App):
         self.initial_saved = initial_saved
         self.keymap: dict[str, str] = dict(settings.keymap)
         self.engine: EngineLike | None = None
+        self.load_error: str | None = None  # why the model could not be loaded, if it could not
         self.analyses: dict[str, str | None] = {}
+        self.specs: dict[str, Any] = {}  # analysis declarations, from the engine
+        self.views: tuple[View, ...] = VIEWS
+        self.skip_first = False  # leave position 0 out of fitted colour scales
         self.branches: list[Branch] = []
         self.current = 0
         self.start: Frame | None = None
@@ -115,11 +120,15 @@ class TokenExplorerApp(App):
         self._key_time: float | None = None  # arrival of the key being dispatched
         self._removed: tuple[int, Branch] | None = None  # the last removed branch, for undo
         self._width = 80  # the terminal's width, kept from the last resize event
+        self._lens_filled: tuple[int, ...] | None = None  # tokens whose lens records are all filled
         self._engine_tokens: tuple[int, ...] | None = None
         self._sync_failed: tuple[int, tuple[int, ...]] | None = None
         # heavy views
         self._view_cache = LRU(settings.display.cache_size)
         self._view_inflight: Hashable | None = None
+        self._view_partial: tuple[Hashable, Any] | None = None  # the running view's on-screen part
+        self._view_progress: tuple[Hashable, int, int] | None = None  # (key, done, total)
+        self._rendering_memo: tuple[tuple[Any, ...], HeavyRendering] | None = None
         self._table_shown: tuple[Frame, tuple[bool, int]] | None = None  # (frame, options) in the table
         self._colouring_memo: tuple[tuple[Any, str, Any], Colouring] | None = None
 
@@ -178,7 +187,6 @@ class TokenExplorerApp(App):
 
         try:
             engine = factory(progress)
-            progress("running the starting prompt…", None)
             text, tokens = self.initial_text or self.settings.prompt.example_prompt, self.initial_tokens
             saved = self.initial_saved
             if saved is not None and saved.model_fingerprint == engine.info.fingerprint:
@@ -188,7 +196,10 @@ class TokenExplorerApp(App):
                 self.post_message(m.Notice(f"{saved.path.name} was saved with another model ({saved.model}): "
                                            "its text was re-tokenised instead of reusing its token ids", "warning"))
             ids = start_tokens(engine, text, tokens)
-            frame = frame_of(engine, engine.set_tokens(ids), self.settings.display.tokens_to_show)
+            progress(f"running the starting prompt ({len(ids)} tokens)…", 0.0)
+            snapshot = engine.set_tokens(
+                ids, lambda done, total: progress(f"running the starting prompt: {done}/{total} tokens…", done / total))
+            frame = frame_of(engine, snapshot, self.settings.display.tokens_to_show)
             analyses = dict(engine.analyses())
         except Exception as e:  # noqa: BLE001 - every failure becomes one line on the loading screen
             self.post_message(m.LoadFailed(one_line(e)))
@@ -200,12 +211,16 @@ class TokenExplorerApp(App):
             self.screen.progress(message.text, message.fraction)
 
     def on_load_failed(self, message: m.LoadFailed) -> None:
+        self.load_error = message.error
         if isinstance(self.screen, LoadingScreen):
             self.screen.fail(message.error)
 
     def on_engine_ready(self, message: m.EngineReady) -> None:
         self.engine = message.engine
+        self.engine.on_notice(lambda line: self.post_message(m.Notice(line, "warning")))
         self.analyses = dict(message.analyses)
+        self.specs = dict(self.engine.specs())
+        self.views = heavy_views(self.specs)
         self.start = message.start
         self._engine_tokens = message.start.tokens
         self.branches = [Branch.new(message.start.tokens, message.start)]
@@ -236,14 +251,15 @@ class TokenExplorerApp(App):
 
     @property
     def view(self) -> View:
-        return view_by_id(self.view_id)
+        return view_by_id(self.view_id, self.views)
 
     def view_params(self, view: View | None = None) -> dict[str, Any]:
         """The current parameters of ``view`` (default: the shown view)."""
         view = view or self.view
         if view.id not in self.params:
             assert self.engine is not None
-            self.params[view.id] = default_params(view, self.engine.info)
+            spec = self.specs.get(view.analysis) if view.analysis else None
+            self.params[view.id] = spec.defaults(self.engine.info) if spec is not None else {}
         return self.params[view.id]
 
     def _set_branch(self, branch: Branch) -> None:
@@ -299,6 +315,8 @@ class TokenExplorerApp(App):
                 self.notify("the prompt keeps at least one token", severity="warning")
         if job is None and need_sync and self._sync_failed != (b.id, b.tokens):
             job = Job(b.id, b.tokens, sync=b.tokens)
+        if job is None and self._needs_lens(b):
+            job = Job(b.id, b.tokens, fill=True)
         if job is None:
             self._request_view()
             self._refresh_status()
@@ -308,11 +326,21 @@ class TokenExplorerApp(App):
         self._run_job(self.engine, job)
         self._refresh_status()
 
+    def _needs_lens(self, b: Branch) -> bool:
+        """The logit-lens view is shown and the engine's lens records of this branch are incomplete
+        (steps leave them out): fill them on the lane, after the steps, before the view."""
+        if self.view.analysis != LENS_VIEW or b.current is None or self._engine_tokens != b.tokens:
+            return False
+        if unavailable_reason(self.view, self.analyses) is not None or self._lens_filled == b.tokens:
+            return False
+        return any(p.lens is None for p in b.current.snapshot.positions)
+
     @work(thread=True, exit_on_error=False, group="engine")
     def _run_job(self, engine: EngineLike, job: Job) -> None:
         start = time.perf_counter()
         try:
-            frame = run_job(engine, job, self.settings.display.tokens_to_show)
+            # a fill gives way to any step the user asks for meanwhile
+            frame = run_job(engine, job, self.settings.display.tokens_to_show, stop=lambda: bool(self.lane.steps))
         except Exception as e:  # noqa: BLE001 - becomes a notice; the branch keeps its tokens
             self.post_message(m.JobFailed(job, one_line(e)))
             return
@@ -324,6 +352,11 @@ class TokenExplorerApp(App):
         if job.step is not None:
             self.lane.finished(job.step, message.seconds)
         self._engine_tokens = frame.tokens
+        if job.fill:  # the records live in the engine; the frame on screen stays, selection and all
+            if all(p.lens is not None for p in frame.snapshot.positions):
+                self._lens_filled = frame.tokens
+            self._pump()
+            return
         for i, b in enumerate(self.branches):
             if b.id != job.branch_id:
                 continue
@@ -340,12 +373,14 @@ class TokenExplorerApp(App):
         self._inflight = None
         if job.step is not None:
             self.lane.finished(job.step, 0.0)
-        dropped = self.lane.clear()
+        dropped = 0 if job.fill else self.lane.clear()
         self._engine_tokens = None  # unknown: the next job syncs first
-        if job.step is None:
+        if job.fill:
+            self._lens_filled = job.base  # not retried: the lens view computes what it needs itself
+        elif job.step is None:
             self._sync_failed = (job.branch_id, job.base)
-        what = {"append": "append", "pop": "pop", None: "running the prompt"}[job.step]
-        more = f"; {plural(dropped, 'pending step')} dropped" if dropped else ""
+        what = "filling the lens records" if job.fill else {"append": "append", "pop": "pop", None: "running the prompt"}[job.step]
+        more = f"; {plural(dropped, 'queued step')} dropped" if dropped else ""
         self.notify(f"{what} failed: {message.error}{more}", severity="error", markup=False)
         self._refresh()
         self._pump()
@@ -353,11 +388,27 @@ class TokenExplorerApp(App):
     # ------------------------------------------------------------ heavy views
 
     def _view_key(self) -> Hashable | None:
+        """What the shown heavy view's result depends on: the tokens it reads, the cursor if it
+        depends on it, and only the parameters that change the computation (not those that select)."""
         view = self.view
-        if not view.heavy or self.engine is None:
+        if not view.heavy or self.engine is None or view.analysis not in self.specs:
             return None
+        spec = self.specs[view.analysis]
         b = self.branch
-        return (b.tokens, b.cursor, view.id, tuple(sorted(self.view_params(view).items())))
+        tokens = b.tokens[: b.cursor + 1] if spec.reads == "prefix" else b.tokens
+        cursor = b.cursor if spec.at_cursor else None
+        computing = tuple(sorted(spec.computing(self.view_params(view)).items()))
+        return (tokens, cursor, view.id, computing)
+
+    def _window(self) -> tuple[int, int]:
+        """Positions [start, stop) about as many as the prompt panel shows, around the cursor."""
+        b = self.branch
+        size = self.query_one(PromptView).size
+        cells = max(1, size.width) * max(1, size.height)
+        texts = self._texts()
+        chars = max(1.0, sum(len(t) for t in texts) / max(1, len(texts)))  # characters per token
+        half = int(cells / chars / 2) + 1
+        return max(0, b.cursor - half), min(len(b.tokens), b.cursor + half)
 
     def _request_view(self) -> None:
         """Ask a worker for the shown heavy view unless cached, already running, or stepping."""
@@ -366,42 +417,67 @@ class TokenExplorerApp(App):
             return
         if self._inflight is not None or self.lane.steps:
             return  # steps first; asked again when the lane is idle
+        if self._needs_lens(self.branch):
+            self._pump()  # the lens records first; asked again when the lane is idle
+            return
         view = self.view
         if unavailable_reason(view, self.analyses) is not None:
             return
         self._view_inflight = key
+        self._view_partial = None
+        self._view_progress = None
         b = self.branch
-        self._run_view(self.engine, view.id, view.analysis, key, b.tokens, b.cursor, dict(self.view_params(view)))
+        self._run_view(self.engine, view.analysis, key, b.tokens, b.cursor, dict(self.view_params(view)),
+                       self._window())
         self._refresh_status()
 
     @work(thread=True, exit_on_error=False, group="view")
-    def _run_view(self, engine, view_id, analysis, key, tokens, cursor, params) -> None:
+    def _run_view(self, engine, analysis, key, tokens, cursor, params, window) -> None:
         """One analysis at a time (``_view_inflight``); ``exclusive`` is not used because cancelling a
         thread worker does not stop it, and its finishing result would be reported as cancelled."""
         try:
-            # the engine polls this between layers: stop once the screen wants something else
+            # the engine polls this at least once per layer: stop once the screen wants another result
             result = engine.analyze(analysis, list(tokens), cursor, params,
-                                    cancelled=lambda: self._view_key() != key)
-            rendering = render_result(view_id, result)
+                                    cancelled=lambda: self._view_key() != key,
+                                    progress=lambda done, total: self.post_message(m.ViewProgress(key, done, total)),
+                                    partial=lambda part: self.post_message(m.ViewPartial(key, part)),
+                                    window=window)
         except Cancelled:
             self.post_message(m.ViewCancelled(key))
             return
         except Exception as e:  # noqa: BLE001 - becomes a notice and a legend line
             self.post_message(m.ViewFailed(key, one_line(e)))
             return
-        self.post_message(m.ViewDone(key, rendering))
+        self.post_message(m.ViewDone(key, result))
 
     def on_view_done(self, message: m.ViewDone) -> None:
         self._view_inflight = None
+        self._view_partial = None
+        self._view_progress = None
         self._view_cache.put(message.key, message.result)
         self._view_arrived(message.key)
 
+    def on_view_partial(self, message: m.ViewPartial) -> None:
+        if message.key == self._view_inflight:
+            self._view_partial = (message.key, message.result)
+            if message.key == self._view_key():
+                self._refresh()
+
+    def on_view_progress(self, message: m.ViewProgress) -> None:
+        if message.key == self._view_inflight:
+            self._view_progress = (message.key, message.done, message.total)
+            self._refresh_status()
+
     def on_view_cancelled(self, message: m.ViewCancelled) -> None:
         self._view_inflight = None
+        self._view_partial = None
+        self._view_progress = None
         self._view_arrived(message.key)
 
     def on_view_failed(self, message: m.ViewFailed) -> None:
         self._view_inflight = None
+        self._view_partial = None
+        self._view_progress = None
         self._view_cache.put(message.key, ViewError(message.error))
         self.notify(f"{message.key[2]} view failed: {message.error}", severity="error", markup=False)
         self._view_arrived(message.key)
@@ -426,15 +502,35 @@ class TokenExplorerApp(App):
         reason = unavailable_reason(view, self.analyses)
         if reason is not None:
             return pending_colouring(n, f"unavailable: {reason}"), None
-        result = self._view_cache.get(self._view_key())
-        if isinstance(result, HeavyRendering):
-            key = (frame.snapshot, view.id, result)
-            if not self._memo_hit(key):
-                self._colouring_memo = (key, heavy_colouring(result, n))
-            return self._colouring_memo[1], result
+        key = self._view_key()
+        result = self._view_cache.get(key)
+        partial = self._view_partial is not None and self._view_partial[0] == key and result is None
+        if partial:
+            result = self._view_partial[1]
         if isinstance(result, ViewError):
             return pending_colouring(n, f"failed: {result.error}"), None
-        return pending_colouring(n, "computing…"), None
+        if result is None:
+            return pending_colouring(n, "computing…"), None
+        rendering = self._rendering(frame, result)
+        memo = (frame.snapshot, view.id, rendering)
+        if not self._memo_hit(memo):
+            self._colouring_memo = (memo, heavy_colouring(rendering, n))
+        colouring = self._colouring_memo[1]
+        if partial:
+            colouring = replace(colouring, caption=colouring.caption + " (filling in…)")
+        return colouring, rendering
+
+    def _rendering(self, frame: Frame, result: Any) -> HeavyRendering:
+        """The result drawn for the current selecting parameters; memoised, never computed."""
+        view = self.view
+        params = self.view_params(view)
+        memo = (id(result), view.id, tuple(sorted(params.items())), self.skip_first, self.branch.cursor)
+        if self._rendering_memo is None or self._rendering_memo[0] != memo:
+            texts = [p.text for p in frame.snapshot.positions]
+            rendering = render_result(self.specs[view.analysis], result, params, info=self.engine.info,
+                                      texts=texts, cursor=self.branch.cursor, skip_first=self.skip_first)
+            self._rendering_memo = (memo, rendering)
+        return self._rendering_memo[1]
 
     def _memo_hit(self, key: tuple[Any, str, Any]) -> bool:
         """The memo holds the colouring of this very snapshot, view and result (by identity)."""
@@ -467,7 +563,7 @@ class TokenExplorerApp(App):
             colouring, rendering = self._colouring(frame)
             texts = [p.text for p in frame.snapshot.positions]
             prompt.show(texts, colouring.styles, b.cursor if self.show_cursor else None)
-            self.query_one(Legend).update(legend(title, colouring, self._width - 2))
+            self.query_one(Legend).update(legend(self.view.title, colouring, self._width - 2))
             if rendering is not None:
                 value = float(rendering.values[b.cursor]) if b.cursor < len(rendering.values) else math.nan
                 line = detail(frame.snapshot, b.cursor, self.view.title, value, rendering.scale.unit)
@@ -497,10 +593,10 @@ class TokenExplorerApp(App):
 
     def _view_title(self) -> str:
         view = self.view
-        params = self.params.get(view.id) if view.heavy or view.mode or view.step else None
+        params = self.params.get(view.id) if view.heavy else None
         if not params:
             return view.title
-        return view.title + " (" + ", ".join(f"{k} {v}" for k, v in params.items()) + ")"
+        return view.title + " (" + ", ".join(f"{k} {param_text(v)}" for k, v in params.items()) + ")"
 
     def _refresh_status(self) -> None:
         if self.engine is None or not self.branches:
@@ -509,12 +605,15 @@ class TokenExplorerApp(App):
         info = self.engine.info
         text = Text(no_wrap=True, overflow="ellipsis")
         queued = len(self.lane.steps) if self.lane.branch_id == b.id else 0
+        progress = self._view_progress
         if queued:
             text.append(f"● {queued} queued".ljust(_BUSY_WIDTH), Style(bold=True, color="yellow"))
         elif self.busy:
             text.append("● working".ljust(_BUSY_WIDTH), Style(bold=True, color="yellow"))
         else:
             text.append("○ ready".ljust(_BUSY_WIDTH), Style(dim=True))
+        if self._view_inflight is not None and progress is not None and progress[0] == self._view_inflight:
+            text.append(f" {self.view.title} {progress[1]}/{progress[2]}", Style(color="yellow"))
         text.append(" │ ")
         text.append(f"branch {self.current + 1}/{len(self.branches)}", Style(bold=True))
         text.append(f" │ {plural(len(b.tokens), 'token')} │ cursor #{b.cursor} ")
@@ -523,7 +622,7 @@ class TokenExplorerApp(App):
             text.append(repr_token(frame.snapshot.positions[b.cursor].text))
         text.append(" │ view: ")
         text.append(self._view_title(), Style(bold=True))
-        text.append(f" │ {info.name} · {info.device}")
+        text.append(f" │ {printable(info.name)} · {info.device}")
         self.query_one(StatusLine).update(text)
 
     # ------------------------------------------------------------ actions: stepping
@@ -642,6 +741,10 @@ class TokenExplorerApp(App):
             return
         self.post_message(m.Notice(f"saved {len(tokens)} tokens to {path}"))
 
+    def notify(self, message: str, **kwargs: Any) -> None:
+        """Show a notice; file names, model names and errors in it pass through ``printable``."""
+        super().notify(printable(message), **kwargs)
+
     def on_notice(self, message: m.Notice) -> None:
         self.notify(message.text, severity=message.severity, markup=False)  # type: ignore[arg-type]
 
@@ -656,6 +759,11 @@ class TokenExplorerApp(App):
             self.notify(f"all {cap} branches are in use ([prompt] max_prompts); remove one with a", severity="warning", markup=False)
             return
         info = self.engine.info
+        bad = [t for t in saved.token_ids if t >= info.vocab_size]
+        if saved.model_fingerprint == info.fingerprint and bad:
+            self.notify(f"cannot open {saved.path.name}: token id {bad[0]} is outside the model's vocabulary "
+                        f"of {info.vocab_size}", severity="error", markup=False)
+            return
         if saved.model_fingerprint == info.fingerprint:
             self.post_message(m.PromptReady(saved.token_ids, f"opened {saved.path.name} ({len(saved.token_ids)} tokens)"))
         else:
@@ -692,16 +800,18 @@ class TokenExplorerApp(App):
         self._refresh()
 
     def action_view_next(self) -> None:
-        self._show_view(cycle(self.view_id, self.analyses, 1))
+        self._show_view(cycle(self.view_id, self.analyses, 1, self.views))
 
     def action_view_prev(self) -> None:
-        self._show_view(cycle(self.view_id, self.analyses, -1))
+        self._show_view(cycle(self.view_id, self.analyses, -1, self.views))
 
     def action_lens(self) -> None:
-        if self.view_id == "sae" and self.view.step is not None:  # p cycles the configured dictionaries
+        spec = self._spec()
+        if self.view_id == "sae" and spec is not None and spec.param("layer") is not None:  # p cycles the dictionaries
+            param = spec.param("layer")
             params = self.view_params()
-            lo, hi = self.view.step.bounds(self.engine.info)
-            params[self.view.step.name] = lo if params[self.view.step.name] >= hi else params[self.view.step.name] + 1
+            lo, hi = param.bounds(self.engine.info)
+            params[param.name] = lo if params[param.name] >= hi else params[param.name] + 1
             self._refresh()
             return
         if self.view_id == LENS_VIEW:
@@ -719,40 +829,39 @@ class TokenExplorerApp(App):
         if view_id != self.view_id:
             self._show_view(view_id)
 
-    def action_view_param(self, view_id: str, part: str, delta: int) -> None:
-        """Show a view and cycle its mode or step its layer / pick (from the command palette)."""
+    def action_view_param(self, view_id: str, role: str, delta: int) -> None:
+        """Show a view and step its parameter of ``role`` (mode, layer, pick) (from the command palette)."""
         self.action_show_view(view_id)
-        if part == "mode":
-            self.action_view_mode()
-        elif part == "step":
-            self.action_layer_step(delta)
-        else:
-            self.action_pick_step(delta)
+        self._step(role, role, delta)
+
+    def _spec(self):
+        view = self.view
+        return self.specs.get(view.analysis) if view.analysis else None
 
     def action_view_mode(self) -> None:
-        view = self.view
-        if view.mode is None:
-            self.notify(f"the {view.title} view has no mode to cycle", severity="warning", markup=False)
-            return
-        params = self.view_params(view)
-        options = view.mode.options
-        params[view.mode.name] = options[(options.index(params[view.mode.name]) + 1) % len(options)]
-        self._refresh()
+        self._step("mode", "mode to cycle", 1)
 
     def action_layer_step(self, delta: int) -> None:
-        self._step(self.view.step, "layer", delta)
+        self._step("layer", "layer", delta)
 
     def action_pick_step(self, delta: int) -> None:
-        self._step(self.view.pick, "head or feature", delta)
+        self._step("pick", "head or feature", delta)
 
-    def _step(self, stepper, what: str, delta: int) -> None:
-        view = self.view
-        if stepper is None:
-            self.notify(f"the {view.title} view has no {what} to step", severity="warning", markup=False)
+    def _step(self, role: str, what: str, delta: int) -> None:
+        """Step the view's parameter of ``role`` (as its analysis declares it); a selecting one only re-renders."""
+        view, spec = self.view, self._spec()
+        param = spec.param(role) if spec is not None else None
+        if param is None:
+            self.notify(f"the {view.title} view has no {what}", severity="warning", markup=False)
             return
         params = self.view_params(view)
-        lo, hi = stepper.bounds(self.engine.info)
-        params[stepper.name] = min(max(params[stepper.name] + delta, lo), hi)
+        params[param.name] = param.step(params[param.name], delta, self.engine.info)
+        self._refresh()
+
+    def action_toggle_scale_first(self) -> None:
+        self.skip_first = not self.skip_first
+        self.notify("position 0 " + ("left out of" if self.skip_first else "back in") + " the colour scale",
+                    markup=False)
         self._refresh()
 
     def action_toggle_z(self) -> None:
@@ -798,6 +907,10 @@ class TokenExplorerApp(App):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.keymap, self.analyses))
+
+    async def action_quit(self) -> None:
+        """Quit; the return code is 1 when the model failed to load."""
+        self.exit(return_code=1 if self.load_error else 0)
 
 
 def make_app(

@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from .bindings import COMMANDS, keys_of
-from .views import VIEWS, unavailable_reason
+from .views import unavailable_reason
 
 
 @dataclass(frozen=True)
@@ -38,21 +38,21 @@ class ExplorerCommands(Provider):
                 yield Entry(command.description, command.action, self._keys(command.id))
         if getattr(app, "engine", None) is None:
             return
-        for view in VIEWS:
+        roles = (("mode", 1, "view_mode"), ("layer", 1, "layer_next"), ("layer", -1, "layer_prev"),
+                 ("pick", 1, "pick_next"), ("pick", -1, "pick_prev"))
+        for view in app.views:
             if unavailable_reason(view, app.analyses) is not None:
                 continue
             yield Entry(f"view: {view.title}", f"show_view({view.id!r})", f"{self._keys('view_next')} cycles the views")
-            if view.mode is not None:
-                yield Entry(f"{view.title}: next {view.mode.name} ({' / '.join(view.mode.options)})",
-                            f"view_param({view.id!r}, 'mode', 1)", self._keys("view_mode"))
-            for part, stepper, ids in (("step", view.step, ("layer_next", "layer_prev")),
-                                       ("pick", view.pick, ("pick_next", "pick_prev"))):
-                if stepper is None:
+            spec = app.specs.get(view.analysis) if view.analysis else None
+            for role, delta, command_id in roles if spec is not None else ():
+                param = spec.param(role)
+                if param is None:
                     continue
-                for delta, command_id in zip((1, -1), ids):
-                    word = "next" if delta > 0 else "previous"
-                    yield Entry(f"{view.title}: {word} {stepper.name}", f"view_param({view.id!r}, {part!r}, {delta})",
-                                self._keys(command_id))
+                word = "next" if delta > 0 else "previous"
+                choices = f" ({' / '.join(param.choices)})" if param.choices else ""
+                yield Entry(f"{view.title}: {word} {param.name}{choices}", f"view_param({view.id!r}, {role!r}, {delta})",
+                            self._keys(command_id))
 
     async def discover(self) -> Hits:
         for entry in self._entries():

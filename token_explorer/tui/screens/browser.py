@@ -14,6 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
+from token_explorer.printable import printable
 from token_explorer.prompts import SavedPrompt, list_prompts
 
 from ..jobs import one_line
@@ -37,7 +38,7 @@ class PromptBrowser(ModalScreen[SavedPrompt | None]):
 
     def compose(self) -> ComposeResult:
         box = Vertical()
-        box.border_title = f"saved prompts in {self.directory}"
+        box.border_title = printable(f"saved prompts in {self.directory}")
         with box:
             yield Static(Text("reading…"), id="browser-status")
             yield OptionList(id="browser-list")
@@ -60,9 +61,9 @@ class PromptBrowser(ModalScreen[SavedPrompt | None]):
         for p in prompts:
             first = p.text.strip().splitlines()[0] if p.text.strip() else ""
             label = Text(no_wrap=True, overflow="ellipsis")
-            label.append(p.path.name, Style(bold=True))
-            label.append(f"  {p.saved_at:%Y-%m-%d %H:%M}  {len(p.token_ids)} tokens  {p.model}\n")
-            label.append(first[:200], Style(dim=True))
+            label.append(printable(p.path.name), Style(bold=True))
+            label.append(f"  {p.saved_at:%Y-%m-%d %H:%M}  {len(p.token_ids)} tokens  {printable(p.model)}\n")
+            label.append(printable(first[:200]), Style(dim=True))
             options.add_option(Option(label))
         status = f"{len(prompts)} saved prompt(s); enter opens one as a new branch"
         if problems:

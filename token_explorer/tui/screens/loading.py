@@ -9,6 +9,8 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, ProgressBar, Static
 
+from token_explorer.printable import printable
+
 
 class LoadingScreen(Screen):
     """Loading progress; never a frozen terminal."""
@@ -27,7 +29,7 @@ class LoadingScreen(Screen):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(Text.assemble(("token explorer", Style(bold=True)), "  loading ", (self.model_name, Style(italic=True))))
+            yield Static(Text.assemble(("token explorer", Style(bold=True)), "  loading ", (printable(self.model_name), Style(italic=True))))
             yield Static(Text("starting…"), id="loading-text")
             yield ProgressBar(total=None, show_eta=False, id="loading-bar")
             yield Static(id="loading-error")
@@ -35,7 +37,7 @@ class LoadingScreen(Screen):
 
     def progress(self, text: str, fraction: float | None) -> None:
         """Show a progress message and, when known, the fraction done."""
-        self.query_one("#loading-text", Static).update(Text(text))
+        self.query_one("#loading-text", Static).update(Text(printable(text)))
         bar = self.query_one(ProgressBar)
         if fraction is None:
             bar.update(total=None)
@@ -46,4 +48,4 @@ class LoadingScreen(Screen):
         """Show why loading failed; the user can only quit."""
         self.failed = error
         self.query_one(ProgressBar).display = False
-        self.query_one("#loading-error", Static).update(Text.assemble(("error: ", Style(bold=True)), error, "\n\npress q to quit"))
+        self.query_one("#loading-error", Static).update(Text.assemble(("error: ", Style(bold=True)), printable(error), "\n\npress q to quit"))

@@ -47,6 +47,11 @@ class PromptView(ScrollView, can_focus=True):
         self._strips: dict[int, Strip] = {}  # drawn lines, by line number
 
     @property
+    def texts(self) -> list[str]:
+        """The token texts on screen (none while a message shows)."""
+        return [] if self._message is not None else list(self._wrap.texts)
+
+    @property
     def rendered(self) -> Text:
         """The whole prompt as Rich Text with its colours and the cursor (for tests)."""
         if self._message is not None:
