@@ -190,8 +190,8 @@ def _split_cells(text: str, cells: int) -> tuple[str, str]:
 def legend(title: str, colouring: Colouring, width: int) -> Text:
     """Two lines: the view and what the colour means, then the colour bar with its range."""
     text = Text(end="")
-    text.append(f"{title}: ", Style(bold=True))
-    text.append(colouring.caption)
+    text.append(f"{printable(title)}: ", Style(bold=True))
+    text.append(printable(colouring.caption))
     text.append("\n")
     scale = colouring.scale
     if scale is not None:
@@ -203,7 +203,7 @@ def legend(title: str, colouring: Colouring, width: int) -> Text:
         if scale.lo < 0 < scale.hi:
             text.append("  (grey = 0)")
     if colouring.note:
-        text.append("  " + colouring.note)
+        text.append("  " + printable(colouring.note))
     if colouring.missing:
         text.append("   ")
         text.append("unavailable", UNAVAILABLE)
@@ -243,7 +243,7 @@ def detail(
     text.append("  │ next: ")
     text.append(f"H {p.entropy_bits:.3f} bits  F {p.energy:.3f} nats (T={p.temperature:g})")
     if view_title is not None:
-        text.append(f"  │ {view_title} ")
+        text.append(f"  │ {printable(view_title)} ")
         if value is None or not math.isfinite(value):
             text.append("n/a", UNAVAILABLE)
         else:
@@ -290,7 +290,7 @@ def render_scores(scores: TokenScores) -> HeavyRendering:
         if scores.grid is not None and scores.grid.size:
             parts.append(grid_heatmap(scores.grid, scores.grid_label, cursor, width))
         for table in scores.tables:
-            parts.extend([Text(table.title, style=Style(bold=True)), _rich_table(table)])
+            parts.extend([Text(printable(table.title), style=Style(bold=True)), _rich_table(table)])
         return Group(*parts) if parts else None
 
     return HeavyRendering(np.asarray(scores.values, dtype=float), scale, scores.caption, panel)
