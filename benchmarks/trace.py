@@ -7,8 +7,9 @@ From a 128-token prompt, 64 greedy tokens (EOS banned so every run makes all 64)
   trace/lens+attn   logit lens at --lens-layers and attention statistics of every layer and head
   trace/all-lens+attn  the same with the lens at every layer
   trace/everything  lens at --lens-layers, attention, activations (4 submodules, every layer), DLA
-and prints each trace's ratio to generate() and, per token, to the decode step; then the time to
-write the trace's files and plots, and the process's peak memory after each phase.
+and prints each trace's ratio to generate() and, per token, to the decode step (medians of runs
+interleaved so that load changes hit every contender alike); then the time to write the trace's files
+and plots, and the process's peak memory after each contender's first run.
 
 Run: ./dev.sh bench trace   (or .venv/bin/python benchmarks/trace.py [--reps 3] [--lens-layers 0,10,20,29])
 """
@@ -41,18 +42,9 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024**2)
 
 
-def median_s(fn, reps: int):
-    times, value = [], None
-    for _ in range(reps):
-        start = time.perf_counter()
-        value = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), value
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=3, help="interleaved timed runs (default 3)")
     parser.add_argument("--lens-layers", default="0,10,20,29", help="layers of the lens runs (default 0,10,20,29)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -64,19 +56,18 @@ def main() -> None:
     ids = prompt_ids(lambda t: tokenizer(t)["input_ids"], 128, extra=0)
     dev = next(bare.parameters()).device
     print(f"bundled model on {dev}, {torch.get_num_threads()} threads; prompt {len(ids)} tokens, {NEW} new, greedy")
-    print(f"peak memory after loading two copies of the model: {peak_mb():.0f} MiB")
+    with torch.no_grad():  # page both copies' weights in, so the peaks below show what each run adds
+        for m in (bare, model):
+            m(torch.tensor([ids], device=dev))
+    print(f"peak memory after loading two copies of the model and one forward of each: {peak_mb():.0f} MiB")
 
-    decode = decode_ms(bare, ids, ids[-1], reps=30) / 1000
+
     eos = tokenizer.eos_token_id
 
     def generate():
         out = bare.generate(torch.tensor([ids], device=dev), do_sample=False, max_new_tokens=NEW,
                             min_new_tokens=NEW, pad_token_id=eos)
         return out[0, len(ids):].tolist()
-
-    generate()  # warm-up
-    gen_s, gen_ids = median_s(generate, args.reps)
-    print(f"peak memory after generate(): {peak_mb():.0f} MiB")
 
     lens = tuple(int(v) for v in args.lens_layers.split(","))
     n_layers = model.config.num_hidden_layers
@@ -90,23 +81,40 @@ def main() -> None:
                                           dla=True),
     }
     params = SamplingParams(temperature=0, min_new_tokens=NEW)
-    rows = [("decode step", decode, None), ("generate()", gen_s, None)]
-    results = {}
+    runs = {"generate()": generate}
     for name, config in configs.items():
         tracer = Tracer(model, tokenizer, config)
-        tracer.run(ids, params, 4)  # warm-up
-        seconds, result = median_s(lambda: tracer.run(ids, params, NEW), args.reps)
-        assert result.generated_ids == gen_ids, f"{name}: the greedy trace differs from generate()"
-        results[name] = (config, result)
-        rows.append((name, seconds, peak_mb()))
+        runs[name] = lambda tracer=tracer: tracer.run(ids, params, NEW)
+    # first pass, in order: warm-up, the peak memory each adds, and the greedy tokens must agree
+    peaks, results, gen_ids = {}, {}, None
+    for name, fn in runs.items():
+        value = fn()
+        peaks[name] = peak_mb()
+        if name == "generate()":
+            gen_ids = value
+        else:
+            assert value.generated_ids == gen_ids, f"{name}: the greedy trace differs from generate()"
+            results[name] = (configs[name], value)
+    # timed passes, interleaved so that a change of machine load hits every contender alike
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    decodes = []
+    for _ in range(args.reps):
+        decodes.append(decode_ms(bare, ids, ids[-1], reps=20) / 1000)
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    decode = statistics.median(decodes)
+    med = {name: statistics.median(t) for name, t in times.items()}
+    gen_s = med["generate()"]
     print(f"\n{'':24} {'total s':>8} {'ms/token':>9} {'x generate':>11} {'x decode/token':>15} {'peak MiB':>9}")
-    for name, seconds, mem in rows:
-        per = seconds / NEW if name != "decode step" else seconds
-        ratio = "" if name == "decode step" else f"{seconds / gen_s:11.2f}"
-        print(f"{name:24} {seconds if name != 'decode step' else decode:8.3f} {per * 1000:9.2f} {ratio:>11} "
-              f"{per / decode:15.2f} {'' if mem is None else f'{mem:9.0f}'}")
-    print(f"(lens layers {list(lens)} of 0..{n_layers - 1}; attention: every layer and head; "
-          f"peak MiB is the process's, both model copies included)")
+    print(f"{'decode step':24} {'':8} {decode * 1000:9.2f} {'':11} {1.0:15.2f}")
+    for name, seconds in med.items():
+        per = seconds / NEW
+        print(f"{name:24} {seconds:8.3f} {per * 1000:9.2f} {seconds / gen_s:11.2f} {per / decode:15.2f} "
+              f"{peaks[name]:9.0f}")
+    print(f"(medians of {args.reps} interleaved runs; lens layers {list(lens)} of 0..{n_layers - 1}; attention: "
+          "every layer and head; peak MiB is the process's so far, both model copies included)")
 
     facts = model_facts(model, tokenizer, loaded.name)
     vocab = Vocab(tokenizer)
@@ -120,8 +128,8 @@ def main() -> None:
                         tokenizer=tokenizer, text=text, fingerprint=loaded.fingerprint, plots=plots)
             print(f"writing trace/lens+attn's files {'with' if plots else 'without'} plots: "
                   f"{time.perf_counter() - start:.2f} s")
-    g, p, l = gen_s, rows[2][1], rows[3][1]
-    print(f"\nsummary: trace/plain {p / g:.2f}x generate() (target 1.2), trace/lens+attn {l / g:.2f}x (target 2); "
+    print(f"\nsummary: trace/plain {med['trace/plain'] / gen_s:.2f}x generate() (target 1.2), trace/lens+attn "
+          f"{med['trace/lens+attn'] / gen_s:.2f}x (target 2); generate {gen_s / NEW / decode:.2f}x decode per token, "
           f"decode {decode * 1000:.1f} ms")
 
 

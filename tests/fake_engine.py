@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from token_explorer.results import ModelInfo, Position, Snapshot, Table, TokenScores
+from token_explorer.analyses.declare import Param, Spec
+from token_explorer.results import Attribution, LayerGrid, ModelInfo, Position, Snapshot
 from token_explorer.tokens import piece_text
 
 BOS, EOS, MARKUP, CLOSE = 256, 257, 258, 259
@@ -198,8 +199,14 @@ class FakeEngine:
         self._record("analyses")
         return {"similarity": None, "attribution": None, "attention": "the fake engine has no attention weights"}
 
+    def specs(self) -> Mapping[str, Spec]:
+        return FAKE_SPECS
+
+    def cancel_analyses(self) -> None:
+        self._record("cancel_analyses")
+
     def analyze(self, name: str, tokens: Sequence[int], cursor: int, params: Mapping[str, Any],
-                cancelled=None) -> Any:
+                cancelled=None, *, progress=None, partial=None, window=None) -> Any:
         self._record("analyze")
         with self._lock:
             self._slow()
@@ -216,39 +223,30 @@ class FakeEngine:
             target = emb[cursor]
             sims = emb @ target / (np.linalg.norm(emb, axis=1) * np.linalg.norm(target))
             grid[layer, : cursor + 1] = sims[: cursor + 1]
-        layer = int(params.get("layer", layers - 1))
-        values = grid[layer].astype(np.float32)
-        best = [i for i in np.argsort(-np.nan_to_num(values, nan=-2.0)) if i != cursor][:5]
-        texts = self.token_texts([tokens[i] for i in best])
-        table = Table(
-            title=f"most similar to the cursor token at layer {layer}",
-            columns=("pos", "token", "cos"),
-            rows=tuple((str(int(i)), texts[j], f"{values[i]:.3f}") for j, i in enumerate(best)),
-        )
-        return TokenScores(
-            view="similarity",
-            values=values,
-            lo=-1.0,
-            hi=1.0,
-            unit="cos",
-            caption=f"cosine similarity of each token's fake embedding at layer {layer} to the cursor token's "
-            "(tokens after the cursor: n/a)",
-            tables=(table,),
-            grid=grid.astype(np.float32),
-            grid_label="layer × position cosine similarity",
-        )
+        return LayerGrid(grid.astype(np.float32))
 
-
-    def _attribution(self, tokens: list[int], cursor: int, method: str) -> TokenScores:
+    def _attribution(self, tokens: list[int], cursor: int, method: str) -> Attribution:
         """Scores of the tokens before the cursor; each method a different deterministic pattern."""
         salt = {"saliency": 1, "input_x_gradient": 2, "integrated_gradients": 3}[method]
-        values = np.full(len(tokens), np.nan, dtype=np.float32)
+        values = np.full(cursor + 1, np.nan, dtype=np.float32)
         for i in range(cursor):
             values[i] = ((tokens[i] * 31 + i * 7 + salt * 13) % 100) / 100.0
-        return TokenScores(
-            view="attribution", values=values, lo=0.0, hi=1.0, unit="",
-            caption=f"fake {method} attribution of the cursor token to each earlier token",
-        )
+        return Attribution(values, method, -1.5)
+
+
+FAKE_SPECS: dict[str, Spec] = {
+    "similarity": Spec("similarity", "similarity to cursor", 1,
+                       params=(Param("space", "mode", computes=True, choices=("raw", "normed")),
+                               Param("layer", "layer", computes=False, hi="n_layers")),
+                       reads="prompt", at_cursor=True, scale="cosine", unit="cosine"),
+    "attribution": Spec("attribution", "attribution", 1,
+                        params=(Param("method", "mode", computes=True,
+                                      choices=("saliency", "input_x_gradient", "integrated_gradients")),),
+                        reads="prefix", at_cursor=True, scale="signed", unit="nats"),
+    "attention": Spec("attention", "attention influence", 1,
+                      params=(Param("layer", "layer", computes=False, hi="last_block", default="all", allow_all=True),),
+                      reads="prefix", at_cursor=True, scale="probability"),
+}
 
 
 def _embedding(token: int, layer: int) -> np.ndarray:

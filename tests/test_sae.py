@@ -17,7 +17,7 @@ from token_explorer.config import CacheSettings, Settings
 from token_explorer.engine import open_engine
 from token_explorer.errors import UserError
 from token_explorer.model.hooks import run_with_hooks
-from token_explorer.results import TokenScores
+from token_explorer.results import Features
 from token_explorer.sae.archs import Dictionary
 from token_explorer.sae.entries import parse_entries, parse_entry
 from token_explorer.sae.weights import detect_layout, read_dictionary
@@ -200,55 +200,50 @@ def test_unavailable_without_entries_or_family(tiny_dirs):
 
 
 def test_hook_point_read_as_trained(llama):
-    from token_explorer.heavy.sae import hook_acts, pick
+    """The transcoder reads the MLP's normed input, the SAE the residual stream after its block."""
+    from token_explorer.sae.weights import load_dictionary
 
     engine, _ = llama
     ids = list(engine.session.tokens[:6])
     model, family = engine.session.model, engine.session.family
     ref = run_with_hooks(model, family, ids, ["mlp_in", "resid_mid", "resid_post"])
-    tc = pick(engine, {"entry": 1})
-    got = hook_acts(engine, tc, ids)
-    torch.testing.assert_close(got, ref["mlp_in"][2])
-    assert not torch.allclose(got, ref["resid_mid"][2], atol=1e-3)  # the normed MLP input, not the residual
-    sae = pick(engine, {"entry": 0})
-    torch.testing.assert_close(hook_acts(engine, sae, ids), ref["resid_post"][1], atol=1e-4, rtol=1e-4)
-    other = [3, 4, 5]  # not the session's prefix: a hooked forward
-    torch.testing.assert_close(hook_acts(engine, sae, other),
-                               run_with_hooks(model, family, other, ["resid_post"])["resid_post"][1])
+    entries = parse_entries(engine.settings.sae)
+    for index, point, wrong in ((1, ref["mlp_in"][2], ref["resid_mid"][2]), (0, ref["resid_post"][1], None)):
+        result = engine.analyze("sae", ids, 5, {"entry": index})
+        dictionary = load_dictionary(entries[index], D, device="cpu")
+        feature = int(result.ids[0])
+        expected = dictionary.feature_acts(point.float(), feature).numpy()
+        np.testing.assert_allclose(result.acts[0], expected, atol=1e-4)
+        if wrong is not None:
+            assert not np.allclose(result.acts[0], dictionary.feature_acts(wrong.float(), feature).numpy(), atol=1e-3)
+    other = [3, 4, 5]  # not the session's prefix: its own forward
+    result = engine.analyze("sae", other, 2, {"entry": 0})
+    x = run_with_hooks(model, family, other, ["resid_post"])["resid_post"][1]
+    dictionary = load_dictionary(entries[0], D, device="cpu")
+    np.testing.assert_allclose(result.acts[0], dictionary.feature_acts(x, int(result.ids[0])).numpy(), atol=1e-4)
 
 
-def test_view_values_and_top_table(llama):
+def test_view_values_and_top_features(llama):
     engine, w = llama
     tokens = list(engine.session.tokens)
     cursor = 5
-    scores = engine.analyze("sae", tokens, cursor, {"entry": 0, "feature": -1})
-    # the engine pads a prefix-only result with NaN (undefined) to the prompt's length
-    assert isinstance(scores, TokenScores) and scores.values.shape == (len(tokens),)
-    assert scores.values.dtype == np.float32 and np.isnan(scores.values[cursor + 1 :]).all()
-    assert not np.isnan(scores.values[: cursor + 1]).any()
+    result = engine.analyze("sae", tokens, cursor, {"entry": 0})
+    assert isinstance(result, Features) and result.acts.shape == (len(result.ids), cursor + 1)
+    values = result.colour({"rank": 1})
+    assert values.dtype == np.float32 and np.isfinite(values).all()
     x = run_with_hooks(engine.session.model, engine.session.family, tokens[: cursor + 1], ["resid_post"])["resid_post"][1]
     feats = torch.relu((x - w["b_dec"]) @ w["W_enc"] + w["b_enc"])  # (T, F) by hand
-    top = int(feats[-1].argmax())
-    np.testing.assert_allclose(scores.values[: cursor + 1], feats[:, top].numpy(), atol=1e-4)
-    assert scores.lo == 0 and scores.hi == pytest.approx(float(feats[:, top].max()), abs=1e-4)
-    rows = scores.tables[0].rows
-    acts = [float(r[1]) for r in rows]
-    assert acts == sorted(acts, reverse=True) and len(rows) <= 10 and int(rows[0][0]) == top
-    assert [r[3] for r in rows][:2] == ["●", ""], "the feature colouring the prompt is marked"
-    second = engine.analyze("sae", tokens, cursor, {"entry": 0, "rank": 2})
-    np.testing.assert_allclose(second.values[: cursor + 1], feats[:, int(rows[1][0])].numpy(), atol=1e-4)
-    assert [r[3] for r in second.tables[0].rows][:2] == ["", "●"]
-    assert f"feature {top}" in scores.caption and "resid_post" in scores.caption
-    chosen = engine.analyze("sae", tokens, cursor, {"entry": 0, "feature": 3})
-    np.testing.assert_allclose(chosen.values[: cursor + 1], feats[:, 3].numpy(), atol=1e-4)
-    tc = engine.analyze("sae", tokens, cursor, {"entry": 1, "feature": -1})
-    assert "transcoder mlp_in->mlp_out" in tc.caption and np.isfinite(tc.values[: cursor + 1]).all()
-    by_layer = engine.analyze("sae", tokens, cursor, {"layer": 2, "feature": -1})  # the TUI's stepper
-    np.testing.assert_array_equal(by_layer.values, tc.values)
-    with pytest.raises(UserError, match="no \\[\\[sae\\]\\] entry at layer 0"):
-        engine.analyze("sae", tokens, cursor, {"layer": 0})
-    with pytest.raises(UserError, match="feature 99 does not exist"):
-        engine.analyze("sae", tokens, cursor, {"entry": 0, "feature": 99})
+    order = feats[-1].argsort(descending=True)
+    top = int(order[0])
+    assert int(result.ids[0]) == top and result.n_active == int((feats[-1] > 0).sum())
+    np.testing.assert_allclose(values, feats[:, top].numpy(), atol=1e-4)
+    assert (np.diff(result.at_cursor) <= 0).all() and len(result.ids) <= 10 and (result.at_cursor > 0).all()
+    np.testing.assert_allclose(result.colour({"rank": 2}), feats[:, int(order[1])].numpy(), atol=1e-4)
+    assert result.hook == "resid_post" and result.layer == 1 and result.output_hook is None
+    tc = engine.analyze("sae", tokens, cursor, {"entry": 1})
+    assert (tc.hook, tc.output_hook) == ("mlp_in", "mlp_out") and np.isfinite(tc.acts).all()
+    with pytest.raises(UserError, match="entry must be 0..1"):
+        engine.analyze("sae", tokens, cursor, {"entry": 2})
 
 
 def test_labels_in_table(tiny_dirs, tmp_path):
@@ -258,8 +253,8 @@ def test_labels_in_table(tiny_dirs, tmp_path):
     engine = sae_engine(tiny_dirs["llama"], tmp_path, [dict(
         layer=0, hook="resid_pre", path=write(tmp_path / "s.safetensors", w), labels=str(labels))])
     ids = engine.tokenize(TEXT)
-    scores = engine.analyze("sae", ids, 4, {"entry": 0, "feature": -1})
-    assert all(r[2] == f"feature-{r[0]}" for r in scores.tables[0].rows)
+    result = engine.analyze("sae", ids, 4, {"entry": 0})
+    assert result.labels == tuple(f"feature-{int(f)}" for f in result.ids)
     tsv = tmp_path / "labels.tsv"
     tsv.write_text("\n".join(f"{i}\tt{i}" for i in range(F)))
     from token_explorer.sae.weights import load_labels
@@ -272,24 +267,25 @@ def test_cache_memory_disk_eviction_and_corrupt(tiny_dirs, tmp_path):
     saes = [dict(layer=1, hook="resid_post", path=path)]
     engine = sae_engine(tiny_dirs["llama"], tmp_path, saes)
     ids = engine.tokenize(TEXT)
-    first = engine.analyze("sae", ids, 4, {"entry": 0, "feature": -1})
+    first = engine.analyze("sae", ids, 4, {"entry": 0})
     assert engine.results.stats.misses == 1
-    second = engine.analyze("sae", ids, 4, {"entry": 0, "feature": -1})  # memory hit
+    second = engine.analyze("sae", ids, 4, {"entry": 0})  # memory hit
     assert engine.results.stats.hits_memory == 1 and engine.results.stats.misses == 1
-    np.testing.assert_array_equal(second.values, first.values)
+    np.testing.assert_array_equal(second.acts, first.acts)
     engine.results.close()
 
     again = sae_engine(tiny_dirs["llama"], tmp_path, saes)  # a new engine on the same cache folder
-    from_disk = again.analyze("sae", ids, 4, {"entry": 0, "feature": -1})
+    from_disk = again.analyze("sae", ids, 4, {"entry": 0})
     assert again.results.stats.hits_disk == 1 and again.results.stats.misses == 0
-    np.testing.assert_array_equal(from_disk.values, first.values)
-    assert from_disk.tables == first.tables
+    np.testing.assert_array_equal(from_disk.acts, first.acts)
+    np.testing.assert_array_equal(from_disk.ids, first.ids)
+    assert from_disk.labels == first.labels
 
     # a different dictionary file (same config) is a different key
     write(tmp_path / "s.safetensors", random_weights(seed=1))
-    other = again.analyze("sae", ids, 4, {"entry": 0, "feature": -1})
+    other = again.analyze("sae", ids, 4, {"entry": 0})
     assert again.results.stats.misses == 1
-    assert not np.array_equal(other.values, first.values, equal_nan=True) or other.tables != first.tables
+    assert not np.array_equal(other.ids, first.ids) or not np.allclose(other.acts, first.acts)
     write(tmp_path / "s.safetensors", w)
     again.results.close()
 
@@ -299,16 +295,16 @@ def test_cache_memory_disk_eviction_and_corrupt(tiny_dirs, tmp_path):
         for key in list(raw.iterkeys()):
             raw.set(key, b"TXCACHE1garbage")
     third = sae_engine(tiny_dirs["llama"], tmp_path, saes)
-    recomputed = third.analyze("sae", ids, 4, {"entry": 0, "feature": -1})
+    recomputed = third.analyze("sae", ids, 4, {"entry": 0})
     assert third.results.stats.corrupt == 1 and third.results.stats.misses == 1
-    np.testing.assert_allclose(recomputed.values, first.values)
+    np.testing.assert_allclose(recomputed.acts, first.acts)
 
     # the memory LRU is bounded by [display] cache_size
     small = dataclasses.replace(third.settings, display=dataclasses.replace(third.settings.display, cache_size=2))
     lru = open_engine(str(tiny_dirs["llama"]), device="cpu", settings=dataclasses.replace(
         small, cache=CacheSettings(disk_limit_mb=0)))
     for cursor in range(1, 5):
-        lru.analyze("sae", ids, cursor, {"entry": 0, "feature": -1})
+        lru.analyze("sae", ids, cursor, {"entry": 0})
     assert lru.results.stats.evictions == 2
 
 

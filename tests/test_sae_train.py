@@ -59,8 +59,8 @@ def test_cli_writes_a_loadable_dictionary(tiny_dirs, tmp_path, capsys):
     settings = dataclasses.replace(Settings(), sae=tuple(raw))
     engine = open_engine(str(tiny_dirs["llama"]), device="cpu", settings=settings)
     ids = engine.tokenize("Once upon a time")
-    scores = engine.analyze("sae", ids, len(ids) - 1, {"entry": 0, "feature": -1})
-    assert scores.values.shape == (len(ids),) and torch.isfinite(torch.tensor(scores.values)).all()  # cursor at the end
+    result = engine.analyze("sae", ids, len(ids) - 1, {"entry": 0})
+    assert result.acts.shape[1] == len(ids) and torch.isfinite(torch.tensor(result.acts)).all()  # cursor at the end
 
 
 @pytest.mark.parametrize("args, message", [

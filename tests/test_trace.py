@@ -19,7 +19,7 @@ from token_explorer.model.hooks import run_with_hooks
 from token_explorer.model.unembed import Unembed
 from token_explorer.sampling import SamplingParams
 from token_explorer.trace import sidecars
-from token_explorer.trace.files import escape_controls
+from token_explorer.printable import printable
 from token_explorer.trace.run import CaptureConfig, Tracer
 
 SCHEMAS = Path(__file__).parent / "data" / "token_heatmap"
@@ -138,7 +138,7 @@ def test_plain_trace_has_no_capture_blocks(capsys, tiny_dirs, tmp_path):
     assert all("logit_lens" not in s and "attention" not in s for s in doc["steps"])
     tokenizer = AutoTokenizer.from_pretrained(tiny_dirs["llama"])
     generated = tokenizer.decode([s["token_id"] for s in doc["steps"]], skip_special_tokens=True)
-    assert stdout.strip("\n") == escape_controls(generated, keep="\n\t").strip("\n")
+    assert stdout.strip("\n") == printable(generated, multiline=True).strip("\n")
 
 
 # -- captures against independent computations ---------------------------------------------------
@@ -160,7 +160,8 @@ def trace_of(model, tokenizer, config: CaptureConfig, n: int = 5, params: Sampli
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2"])
 def test_greedy_trace_equals_generate(tiny_models, family):
     model, tokenizer = tiny_models[family]
-    ids, result = trace_of(model, tokenizer, CaptureConfig(), n=10, params=SamplingParams(temperature=0, min_new_tokens=10))
+    params = SamplingParams(temperature=0, min_new_tokens=10)
+    ids, result = trace_of(model, tokenizer, CaptureConfig(), n=10, params=params)
     with torch.no_grad():
         ref = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=10, min_new_tokens=10,
                              pad_token_id=0)[0, len(ids):].tolist()
@@ -267,7 +268,8 @@ def test_eos_stops_unless_banned(tiny_models):
         model.lm_head.bias[eos] = 1e4
     try:
         _, free = trace_of(model, tokenizer, CaptureConfig(), n=5)
-        _, banned = trace_of(model, tokenizer, CaptureConfig(), n=5, params=SamplingParams(temperature=0, block_eos_steps=3))
+        params = SamplingParams(temperature=0, block_eos_steps=3)
+        _, banned = trace_of(model, tokenizer, CaptureConfig(), n=5, params=params)
     finally:
         model.lm_head.bias = None
     assert free.stop_reason == "eos" and free.generated_ids == [eos]
@@ -293,11 +295,6 @@ def test_bad_input_is_one_line(capsys, tiny_dirs, tmp_path, flags, needle):
                            "--quiet", *flags)
     assert_one_line_error(code, err, needle)
     assert not (tmp_path / "x" / "trace.json").exists()
-
-
-def test_model_text_reaches_the_terminal_escaped():
-    assert escape_controls("a\x1b[2Jb\u202ec\r\n", keep="\n") == "a\\x1b[2Jb\\u202ec\\r\n"
-    assert escape_controls("tab\there") == "tab\\there"
 
 
 def test_trace_never_imports_textual():

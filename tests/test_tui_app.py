@@ -549,9 +549,9 @@ async def test_heavy_view_runs_on_a_worker_is_cached_and_drawn(tmp_path):
         assert app.view_id == "similarity"
         assert engine.count("analyze") == 1
         text = screen_text(app)
-        assert "cosine similarity of each token's fake embedding at layer 4" in text
-        assert "│ similarity to cursor 1 cos" in text  # the cursor token is itself
-        assert "layer × position cosine similarity" in text
+        assert "cosine of each token's state to the cursor's at layer 4" in text
+        assert "│ similarity to cursor 1 cosine" in text  # the cursor token is itself
+        assert "similarity to cursor, layer × token" in text
         await pilot.press("home")
         await settle(pilot)
         assert engine.count("analyze") == 2
@@ -565,8 +565,11 @@ async def test_heavy_view_runs_on_a_worker_is_cached_and_drawn(tmp_path):
         await pilot.press("full_stop", "full_stop")
         await settle(pilot)
         assert app.params["similarity"]["layer"] == 4  # bounded by the model's layers
-        await pilot.press("m")
-        assert any("no mode" in n for n in notices(app))
+        assert engine.count("analyze") == 2  # a layer only selects from the full result
+        await pilot.press("m")  # the space changes the computation
+        await settle(pilot)
+        assert app.params["similarity"]["space"] == "normed"
+        assert engine.count("analyze") == 3
         assert engine.main_thread_calls() == []
 
 
@@ -574,11 +577,11 @@ async def test_mode_key_cycles_the_attribution_method(tmp_path):
     app, engine = app_with(tmp_path, start_view="attribution")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        assert "fake saliency attribution" in screen_text(app)
+        assert "saliency |∂f/∂e_i|" in screen_text(app)
         await pilot.press("m")
         await settle(pilot)
         assert app.params["attribution"]["method"] == "input_x_gradient"
-        assert "fake input_x_gradient attribution" in screen_text(app)
+        assert "input × gradient" in screen_text(app)
         await pilot.press("comma")
         assert any("no layer" in n for n in notices(app))
 
@@ -596,7 +599,7 @@ async def test_stale_view_results_are_dropped(tmp_path):
         assert engine.count("analyze") <= 4
         assert app.branch.cursor == 16 - 6
         assert app._view_cache.get(app._view_key()) is not None
-        assert "│ similarity to cursor 1 cos" in screen_text(app)
+        assert "│ similarity to cursor 1 cosine" in screen_text(app)
 
 
 async def test_layer_view_key_says_why_unavailable(tmp_path):

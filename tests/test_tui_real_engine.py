@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -73,17 +74,21 @@ async def test_head_picker_colours_the_prompt_by_one_head(tmp_path, tiny_dirs):
                    initial_text="Once upon a time", start_view="attention")
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
-        assert app.params["attention"] == {"aggregate": "mean", "layer": -1, "head": -1}
+        assert app.params["attention"] == {"aggregate": "mean", "layer": "all", "head": "all"}
+        assert "mean over all" in screen_text(app) and "-1 ×" not in screen_text(app)  # "all" is a value, never -1
+        runs = engine.results.stats.misses
         await pilot.press("greater_than_sign", "greater_than_sign", "full_stop", "full_stop")
         await settle(pilot)
         assert app.params["attention"] == {"aggregate": "mean", "layer": 1, "head": 1}
+        assert engine.results.stats.misses == runs  # stepping a layer or head only selects
         tokens, cursor = app.branch.tokens, app.branch.cursor
-        one_head = engine.analyze("attention", tokens, cursor, {"aggregate": "mean", "layer": 1, "head": 1})
-        assert "layer 1" in one_head.caption and "head 1" in one_head.caption
-        assert "head 1" in screen_text(app)
-        await pilot.press(*["less_than_sign"] * 5)  # bounded below by -1 (all heads)
+        result = engine.analyze("attention", tokens, cursor, {})
+        shown = [float(v) for v in app._rendering_memo[1].values]
+        np.testing.assert_allclose(shown, result.weights[1, 1], atol=1e-6)
+        assert "layer 1 × head 1" in screen_text(app)
+        await pilot.press(*["less_than_sign"] * 5)  # bounded below by "all" heads
         await settle(pilot)
-        assert app.params["attention"]["head"] == -1
+        assert app.params["attention"]["head"] == "all"
         await pilot.press("e")  # similarity has no head to pick
         await settle(pilot)
         await pilot.press("greater_than_sign")

@@ -1,4 +1,10 @@
-"""The engine: owns the model, its stepping session and the heavy analyses, behind one lock.
+"""The engine: owns the model, its stepping session and the analyses.
+
+One lock guards the session. Steps (append, pop, set_tokens) take it for their forward. An
+analysis takes it only to copy the captures it needs out of the session, then runs on those
+copies outside the lock, so a step never waits on an analysis; and every step first cancels the
+running analyses (they stop at their next check, at least once per block), so steps also get
+the CPU first. ``cancel_analyses()`` does the same for the quit path.
 
 Synchronous and free of any UI; usable from a notebook::
 
@@ -9,21 +15,23 @@ Synchronous and free of any UI; usable from a notebook::
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
-from . import heavy
+from . import analyses as registry
+from .analyses.context import Context
+from .analyses.declare import Spec
 from .cache import ResultCache, make_key
 from .config import Settings
 from .errors import Cancelled, UserError
+from .model import captures as capturing
+from .model.family import sizes
 from .model.loading import Loaded, Progress, load_model
 from .model.session import Session
-from .results import ModelInfo, Snapshot, TokenScores
+from .results import ModelInfo, Snapshot
 from .tokens import piece_text
 
 
@@ -41,9 +49,10 @@ class Engine:
         self.results = ResultCache(self.settings.cache.path if settings else None,
                                    memory_items=self.settings.display.cache_size,
                                    disk_limit_mb=self.settings.cache.disk_limit_mb, report=self._notice)
-        self._cancelled: Callable[[], bool] | None = None
+        self._generation = 0  # bumped by every step and by cancel_analyses(): older analyses stop
         self.session = Session(loaded.model, loaded.tokenizer, top_k=top_k, temperature=temperature, lens=lens)
         config = loaded.model.config
+        shape = sizes(config)
         notes = () if self.session.family else (
             f"model family '{config.model_type}' is not in the family table: lens and inner views unavailable",)
         self.info = ModelInfo(
@@ -51,8 +60,8 @@ class Engine:
             family=str(getattr(config, "model_type", "?")),
             device=str(loaded.device),
             dtype=str(loaded.dtype).removeprefix("torch."),
-            n_layers=int(getattr(config, "num_hidden_layers", getattr(config, "n_layer", 0))),
-            n_heads=int(getattr(config, "num_attention_heads", getattr(config, "n_head", 0))),
+            n_layers=shape.n_layers,
+            n_heads=shape.n_heads,
             vocab_size=self.session.last_logits_size(),
             max_positions=self.session.max_positions(),
             fingerprint=loaded.fingerprint,
@@ -60,6 +69,7 @@ class Engine:
             notes=notes,
             dictionaries=tuple(str(entry.get("name") or f"L{entry.get('layer')} {entry.get('hook')}")
                                for entry in self.settings.sae),
+            queries=bool(self.session.queries_on),
         )
 
     # -- notices -------------------------------------------------------------------------------
@@ -101,12 +111,14 @@ class Engine:
     def set_tokens(self, ids: Sequence[int], progress: Callable[[int, int], None] | None = None) -> Snapshot:
         """Make ``ids`` the prompt, reusing the longest common prefix; ``progress(done, total)``
         after each chunk of the tokens that run."""
+        self.cancel_analyses()
         with self._lock:
             self.session.set_tokens(ids, progress)
             return self.snapshot()
 
     def append(self, token_id: int) -> Snapshot:
         """Append one token (one single-token forward)."""
+        self.cancel_analyses()
         with self._lock:
             if not self.session.tokens:
                 raise UserError("the prompt is empty: set a prompt before appending")
@@ -115,6 +127,7 @@ class Engine:
 
     def pop(self) -> Snapshot:
         """Remove the last token (a cache crop, no forward)."""
+        self.cancel_analyses()
         with self._lock:
             self.session.pop()
             return self.snapshot()
@@ -149,58 +162,106 @@ class Engine:
             generator.manual_seed(seed)
         return int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
 
-    # -- heavy analyses ------------------------------------------------------------------------
+    # -- analyses ------------------------------------------------------------------------------
+    def cancel_analyses(self) -> None:
+        """Cancel every running analysis: each raises ``Cancelled`` at its next check."""
+        self._generation += 1
+
+    def specs(self) -> Mapping[str, Spec]:
+        """Every analysis's declaration (parameters, scope, scale), by name."""
+        return {name: entry.spec for name, entry in registry.load_all().items()}
+
     def analyses(self) -> Mapping[str, str | None]:
-        """Heavy analyses by name: None if available, else why not."""
-        return {name: entry.available(self) for name, entry in heavy.load_all().items()}
+        """Analyses by name: None if available, else why not."""
+        return {name: self._unavailable(entry) for name, entry in registry.load_all().items()}
 
-    def analyze(self, name: str, tokens: Sequence[int], cursor: int, params: Mapping[str, Any],
-                cancelled: Callable[[], bool] | None = None) -> Any:
-        """Run heavy analysis ``name`` for ``tokens`` at ``cursor`` (cached by everything it depends on).
+    def _unavailable(self, entry: registry.Analysis) -> str | None:
+        if self.session.family is None:
+            return f"model family '{self.info.family}' is not in the family table"
+        return entry.available(self.info, self.settings) if entry.available else None
 
-        ``cancelled`` is polled between layers or steps; when it returns True the run stops with
-        ``Cancelled`` and nothing is cached.
-        """
-        entry = heavy.load_all().get(name)
+    def analysis_key(self, name: str, tokens: Sequence[int], cursor: int, params: Mapping[str, Any]) -> str:
+        """The cache key of a result: model, the tokens it reads, the cursor if it depends on it,
+        the analysis and its version, and only the parameters that change the computation."""
+        entry = self._entry(name)
+        spec = entry.spec
+        resolved = spec.resolve(params, self.info)
+        scope = list(tokens[: cursor + 1]) if spec.reads == "prefix" else list(tokens)
+        computing = spec.computing(resolved)
+        if entry.key_extra:
+            computing.update(entry.key_extra(self.settings, resolved))
+        if spec.at_cursor:
+            computing["cursor"] = cursor
+        return make_key(model=self.info.fingerprint, tokens=scope, analysis=f"{name}/v{spec.version}", params=computing)
+
+    def _entry(self, name: str) -> registry.Analysis:
+        entry = registry.load_all().get(name)
         if entry is None:
             raise UserError(f"unknown analysis '{name}'")
-        reason = entry.available(self)
+        return entry
+
+    def analyze(self, name: str, tokens: Sequence[int], cursor: int, params: Mapping[str, Any],
+                cancelled: Callable[[], bool] | None = None, *,
+                progress: Callable[[int, int], None] | None = None,
+                partial: Callable[[Any], None] | None = None,
+                window: tuple[int, int] | None = None) -> Any:
+        """The full result of analysis ``name`` for ``tokens`` at ``cursor`` (cached by what it depends on).
+
+        ``params`` may hold every declared parameter; those that only select (a layer, a head) do
+        not change the result or its cache key. The run stops with ``Cancelled`` (nothing cached)
+        when ``cancelled()`` turns True, when a step is requested, or on ``cancel_analyses()``.
+        ``progress(done, total)`` reports long runs; ``partial(result)`` receives results whose
+        on-screen part (``window``: positions [start, stop)) is filled before the rest.
+        """
+        entry = self._entry(name)
+        spec = entry.spec
+        reason = self._unavailable(entry)
         if reason is not None:
             raise UserError(f"{name} is unavailable: {reason}")
         tokens = [int(t) for t in tokens]
         if not 0 <= cursor < len(tokens):
             raise UserError(f"cursor {cursor} is outside the prompt of {len(tokens)} tokens")
-        scope = tokens[: cursor + 1] if entry.needs_prefix_only else tokens
-        extra = dict(entry.key_extra(self, params)) if entry.key_extra else {}
-        key = make_key(model=self.info.fingerprint, tokens=scope, analysis=f"{name}/v{entry.version}",
-                       params={**dict(params), **extra, "cursor": cursor, "n": len(scope)})
+        resolved = spec.resolve(params, self.info)
+        key = self.analysis_key(name, tokens, cursor, resolved)
         result = self.results.get(key)
-        if result is None:
-            with self._lock:
-                self._cancelled = cancelled
-                try:
-                    result = entry.run(self, tokens, cursor, params)
-                finally:
-                    self._cancelled = None
-            self.results.put(key, result)
-        return _fit(result, len(tokens))
+        if result is not None:
+            return result
+        generation = self._generation
 
-    def check_cancelled(self) -> None:
-        """Raise ``Cancelled`` if the running analysis was cancelled (called between layers)."""
-        if self._cancelled is not None and self._cancelled():
-            raise Cancelled()
+        def check() -> None:
+            if self._generation != generation or (cancelled is not None and cancelled()):
+                raise Cancelled()
 
-
-def _fit(result: Any, n: int) -> Any:
-    """A prefix-only result stretched to the whole prompt: NaN (undefined) past its last position."""
-    if not isinstance(result, TokenScores) or len(result.values) >= n:
+        scope = tokens[: cursor + 1] if spec.reads == "prefix" else tokens
+        ctx = self._context(spec, scope, cursor, resolved, check, progress, partial, window)
+        result = entry.run(ctx)
+        check()
+        self.results.put(key, result)
         return result
-    values = np.full(n, np.nan, np.float32)
-    values[: len(result.values)] = result.values
-    grid = result.grid
-    if grid is not None and grid.shape[1] < n:
-        grid = np.concatenate([grid, np.full((grid.shape[0], n - grid.shape[1]), np.nan, grid.dtype)], axis=1)
-    return dataclasses.replace(result, values=values, grid=grid)
+
+    def _context(self, spec: Spec, scope: list[int], cursor: int, params: dict[str, Any],
+                 check: Callable[[], None], progress, partial, window) -> Context:
+        """The analysis's context; the session is read under the lock, and only to copy from it."""
+        session = self.session
+        assert session.family is not None and session.unembed is not None
+        attention = "attention" in spec.needs
+        found, past, records = None, None, ()
+        with self._lock:
+            check()
+            if spec.needs & {"resid", "attention"}:
+                found = capturing.from_session(session, scope, attention)
+            if "cursor_past" in spec.needs:
+                past = capturing.cursor_past(session, scope, cursor)
+            if capturing.is_prefix(scope, session.tokens):
+                records = tuple(session.positions[: len(scope)])
+        if found is None and spec.needs & {"resid", "attention"}:
+            found = capturing.own_forward(session.model, session.family, scope, attention, check)
+        return Context(
+            tokens=tuple(scope), cursor=cursor, params=params, info=self.info, model=session.model,
+            family=session.family, unembed=session.unembed, token_texts=self.token_texts, check=check,
+            progress=progress or (lambda done, total: None), partial=partial or (lambda result: None),
+            captures=found, records=records, window=window, settings=self.settings, cursor_past=past,
+        )
 
 
 def open_engine(

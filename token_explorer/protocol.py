@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from .analyses.declare import Spec
 from .results import ModelInfo, Snapshot
 
 
@@ -43,12 +44,23 @@ class EngineLike(Protocol):
         """Remove the last token: a KV-cache crop, no forward."""
 
     def analyses(self) -> Mapping[str, str | None]:
-        """Heavy analyses by name, each mapped to None if available or the reason it is not."""
+        """Analyses by name, each mapped to None if available or the reason it is not."""
+
+    def specs(self) -> Mapping[str, Spec]:
+        """Every analysis's declaration: its parameters (and which only select), scope and scale."""
+
+    def cancel_analyses(self) -> None:
+        """Make every running analysis stop at its next check (steps do this themselves; so can quit)."""
 
     def analyze(self, name: str, tokens: Sequence[int], cursor: int, params: Mapping[str, Any],
-                cancelled: Callable[[], bool] | None = None) -> Any:
-        """Run a heavy analysis of ``tokens`` at ``cursor``; returns its plain-data result.
+                cancelled: Callable[[], bool] | None = None, *,
+                progress: Callable[[int, int], None] | None = None,
+                partial: Callable[[Any], None] | None = None,
+                window: tuple[int, int] | None = None) -> Any:
+        """The full result of an analysis of ``tokens`` at ``cursor`` (plain data).
 
-        ``cancelled`` is polled between layers or steps; when it returns True the run raises
-        ``errors.Cancelled``.
+        ``cancelled`` is polled at least once per layer or integration step; when it returns True
+        (or a step is requested) the run raises ``errors.Cancelled``. ``progress(done, total)``
+        reports long runs; ``partial(result)`` gets results whose ``window`` of positions is
+        filled first.
         """

@@ -106,6 +106,7 @@ class ModelInfo:
     supported: bool = True  # family table known (views needing it available)
     notes: tuple[str, ...] = field(default_factory=tuple)
     dictionaries: tuple[str, ...] = ()  # configured SAE / transcoder entries, in config order
+    queries: bool = False  # attention queries are captured (the attention view can run)
 
     @property
     def last_block(self) -> int:
@@ -123,49 +124,149 @@ class ModelInfo:
         return max(0, len(self.dictionaries) - 1)
 
 
+# ------------------------------------------------------------------ analysis results
+# Plain data: arrays and numbers with shapes and units, no prose. ``colour(params)`` selects the
+# (n,) values that colour the prompt from the full result, with the parameters that only select;
+# it never computes anything new. Arrays shorter than the prompt (prefix analyses) mean "not
+# defined" past their end, like NaN.
+
+
+def _layer_row(grid: np.ndarray, layer: int, first: int = 0) -> np.ndarray:
+    return grid[int(layer) - first]
+
+
 @register_type
 @dataclass(frozen=True)
-class Table:
-    """A small detail table shown beside a view (e.g. lens top-k per layer at the cursor)."""
+class LayerGrid:
+    """One number per layer and position (e.g. a residual-stream row 0..L, or a block 0..L-1)."""
 
-    title: str
-    columns: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
+    values: np.ndarray  # (R, n) float32; NaN = undefined there, or not computed yet in a partial result
+    first: int = 0  # the layer number of row 0
+
+    def colour(self, params) -> np.ndarray:
+        """(n,) the row of the ``layer`` parameter."""
+        return _layer_row(self.values, params["layer"], self.first)
+
+
+@register_type
+@dataclass(frozen=True)
+class Lens:
+    """Logit lens of every position at every residual-stream row 0..L (0 = embeddings, L = the model's output).
+
+    Column i of ``prob``/``rank`` is token i read at position i-1 (column 0 NaN); column i of the
+    other fields is the lens distribution of the next token after position i. NaN (and id -1)
+    where not computed yet (a partial result).
+    """
+
+    prob: np.ndarray  # (L+1, n) float32: P_layer(token i | tokens < i)
+    rank: np.ndarray  # (L+1, n) float32: its 1-based rank in that distribution
+    entropy_bits: np.ndarray  # (L+1, n) float32
+    kl_bits: np.ndarray  # (L+1, n) float32: KL(final || layer), bits
+    top_ids: np.ndarray  # (L+1, n, k) int64
+    top_probs: np.ndarray  # (L+1, n, k) float32
+    text_ids: np.ndarray  # (u,) int64: every id in top_ids ...
+    texts: tuple[str, ...]  # ... and its display text
+
+    def colour(self, params) -> np.ndarray:
+        grid = self.prob if params["quantity"] == "prob" else np.log10(self.rank)
+        return _layer_row(grid, params["layer"])
+
+    def grid(self, params) -> np.ndarray:
+        """(L+1, n) the chosen quantity at every layer."""
+        return self.prob if params["quantity"] == "prob" else np.log10(self.rank)
+
+
+@register_type
+@dataclass(frozen=True)
+class Attention:
+    """The cursor's attention row in every layer and head, recomputed from its query and the keys."""
+
+    weights: np.ndarray  # (L, H, cursor+1) float32: softmax weights over positions 0..cursor
+    entropy_bits: np.ndarray  # (L, H) float32: entropy of each row
+
+    def picked(self, layer, head) -> np.ndarray:
+        """(L', H', cursor+1) the rows of one layer or all (``"all"``), one head or all."""
+        rows = self.weights if layer == "all" else self.weights[int(layer) : int(layer) + 1]
+        return rows if head == "all" else rows[:, int(head) : int(head) + 1]
+
+    def colour(self, params) -> np.ndarray:
+        rows = self.picked(params["layer"], params["head"]).reshape(-1, self.weights.shape[-1])
+        return rows.mean(0) if params["aggregate"] == "mean" else rows.max(0)
+
+
+@register_type
+@dataclass(frozen=True)
+class Residual:
+    """Raw residual-stream norms everywhere, and each block's two updates at the cursor."""
+
+    norms: np.ndarray  # (L+1, n) float32: L2 norm of the stream entering block l (row L: last block's output)
+    attn_norm: np.ndarray  # (L,) float32: |attn_out| at the cursor
+    mlp_norm: np.ndarray  # (L,) float32: |mlp_out| at the cursor
+    delta_norm: np.ndarray  # (L,) float32: |resid_post - resid_pre| at the cursor
+    max_error: np.ndarray  # (L,) float32: max_d |attn_out + mlp_out - (resid_post - resid_pre)|
+
+    def colour(self, params) -> np.ndarray:
+        return _layer_row(self.norms, params["layer"])
 
 
 @register_type
 @dataclass(frozen=True)
 class Completeness:
-    """How well attributions add up: Σ attributions against f(input) − f(baseline), nats."""
+    """How well integrated-gradients attributions add up, in nats."""
 
-    f_input: float  # f(E), nats
-    f_baseline: float  # f(B), nats
-    total: float  # sum of the attributions, nats
-    steps: int  # integration steps used
+    f_input: float  # f(E)
+    f_baseline: float  # f(B)
+    total: float  # sum of the attributions
+    steps: int  # path points evaluated (gradients taken)
+    tolerance: float  # the gap asked for, as a fraction of |f(E) - f(B)|
+    baseline_token: int | None = None  # the token whose embedding is the baseline, if it is one
 
     @property
     def gap(self) -> float:
-        """Σ attributions − (f(input) − f(baseline)), nats."""
+        """Σ attributions − (f(input) − f(baseline))."""
         return self.total - (self.f_input - self.f_baseline)
+
+    @property
+    def converged(self) -> bool:
+        return abs(self.gap) <= self.tolerance * max(abs(self.f_input - self.f_baseline), MIN_DIFFERENCE)
+
+
+MIN_DIFFERENCE = 0.05  # nats: below this |f(E) - f(B)| the gap is judged against 0.05 nats
 
 
 @register_type
 @dataclass(frozen=True)
-class TokenScores:
-    """What a heavy view shows: one number per prompt token plus details at the cursor.
+class Attribution:
+    """Gradient attribution of f = log p(token at the cursor | tokens before it) to each earlier token."""
 
-    ``values[i]`` colours token ``i``; NaN means "not defined here" (e.g. tokens after the cursor
-    for attribution) and is drawn as unavailable. ``lo``/``hi`` fix the colour scale, in ``unit``.
-    ``caption`` says exactly what the number is and how it was aggregated.
-    """
-
-    view: str
-    values: np.ndarray  # (n,) float32, NaN where undefined
-    lo: float
-    hi: float
-    unit: str
-    caption: str
-    tables: tuple[Table, ...] = ()
-    grid: np.ndarray | None = None  # optional (rows, n) heatmap, e.g. layer x position
-    grid_label: str = ""
+    scores: np.ndarray  # (cursor+1,) float32: nats (saliency: nats per unit of embedding); NaN at the cursor
+    method: str
+    f_input: float  # f, nats (NaN at cursor 0: no prefix)
     completeness: Completeness | None = None  # integrated gradients only
+
+    def colour(self, params) -> np.ndarray:
+        return self.scores
+
+
+@register_type
+@dataclass(frozen=True)
+class Features:
+    """A dictionary's (SAE / transcoder) most active features at the cursor, over every position up to it."""
+
+    ids: np.ndarray  # (K,) int64: the cursor's active features, strongest first
+    at_cursor: np.ndarray  # (K,) float32: their activations at the cursor
+    acts: np.ndarray  # (K, cursor+1) float32: their activations at each position
+    labels: tuple[str, ...]  # (K,) labels from the dictionary's label file, '' where none
+    n_active: int  # features active (> 0) at the cursor
+    n_features: int
+    dictionary: str  # the [[sae]] entry's title
+    architecture: str
+    hook: str
+    layer: int
+    output_hook: str | None = None  # transcoders: what they reconstruct
+
+    def colour(self, params) -> np.ndarray:
+        rank = int(params["rank"])
+        if rank > len(self.ids):
+            return np.full(self.acts.shape[-1], np.nan, np.float32)
+        return self.acts[rank - 1]

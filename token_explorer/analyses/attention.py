@@ -6,25 +6,16 @@ its fused attention kernel and never has to materialise weights.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
+from ..results import Attention
+from . import register
+from .context import Context, LayerKeys
+from .declare import ALL, Param, Spec
 from .distribution import LN2
 
 AGGREGATES = ("mean", "max")
-
-
-@dataclass(frozen=True)
-class LayerKeys:
-    """What one layer's attention needs besides the query: keys, where they start, how it scores."""
-
-    keys: torch.Tensor  # (kv_heads, k, hd) post-rotary keys of positions start .. start+k-1
-    start: int  # position of the first key (> 0 once a sliding-window cache dropped old keys)
-    scaling: float
-    softcap: float | None = None
-    sliding_window: int | None = None
 
 
 def attention_row(query: torch.Tensor, layer: LayerKeys, cursor: int) -> torch.Tensor:
@@ -60,14 +51,32 @@ def row_entropy_bits(rows: torch.Tensor) -> np.ndarray:
     return ent.float().cpu().numpy()
 
 
-def aggregate(rows: torch.Tensor, layer: int = -1, head: int = -1, how: str = "mean") -> np.ndarray:
-    """(L, H, n) rows -> (n,) float32: the mean (or max) over the chosen layers and heads.
+SPEC = Spec(
+    "attention", "attention influence", version=2,
+    params=(Param("aggregate", "mode", computes=False, choices=AGGREGATES),
+            Param("layer", "layer", computes=False, hi="last_block", default=ALL, allow_all=True),
+            Param("head", "pick", computes=False, hi="last_head", default=ALL, allow_all=True)),
+    reads="prefix", at_cursor=True, needs=frozenset({"attention"}), scale="probability", unit="weight",
+)
 
-    ``layer``/``head`` of -1 take all of them; otherwise only that one.
-    """
-    assert how in AGGREGATES, f"aggregate must be one of {AGGREGATES}, got {how!r}"
-    picked = rows if layer < 0 else rows[layer : layer + 1]  # (L', H, n)
-    picked = picked if head < 0 else picked[:, head : head + 1]  # (L', H', n)
-    flat = picked.reshape(-1, picked.shape[-1])  # (L'H', n)
-    out = flat.mean(0) if how == "mean" else flat.amax(0)
-    return out.float().cpu().numpy()
+
+def cursor_rows(ctx: Context) -> torch.Tensor:
+    """(L, H, cursor+1) float32 attention weights of the query at the cursor in every layer and head."""
+    cap = ctx.captures
+    assert cap is not None and cap.queries is not None
+    rows = []
+    for l, keys in enumerate(cap.keys):
+        ctx.check()
+        rows.append(attention_row(cap.queries[l, :, ctx.cursor], keys, ctx.cursor))  # (H, cursor+1)
+    return torch.stack(rows)
+
+
+def _available(info, settings) -> str | None:
+    return None if info.queries else "attention queries of this model cannot be captured"
+
+
+@register(SPEC, available=_available)
+def attention(ctx: Context) -> Attention:
+    """Every layer's and head's attention row at the cursor; layer, head and aggregate only select."""
+    rows = cursor_rows(ctx)  # (L, H, cursor+1)
+    return Attention(weights=rows.cpu().numpy().astype(np.float32), entropy_bits=row_entropy_bits(rows))

@@ -8,14 +8,11 @@ gradients; only E does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
-from ..analyses.attribution import midpoint_alphas
 from .hooks import last_logits_only
-
-TOKENS_PER_BATCH = 1024  # prefix tokens per forward+backward of integrated gradients
 
 
 def embed(model: torch.nn.Module, ids: Sequence[int]) -> torch.Tensor:
@@ -58,28 +55,3 @@ def baseline_token(model: torch.nn.Module) -> int:
         if isinstance(value, int) and 0 <= value < model.get_input_embeddings().weight.shape[0]:
             return value
     return 0
-
-
-def path_mean_gradient(model: torch.nn.Module, embeds: torch.Tensor, target: int, steps: int,
-                       check: Callable[[], None] = lambda: None,
-                       tokens_per_batch: int = TOKENS_PER_BATCH,
-                       baseline: torch.Tensor | None = None) -> torch.Tensor:
-    """(m, d) float32 mean of df/dE at B + alpha (E - B) over the midpoint alphas of ``steps`` steps.
-
-    ``baseline`` B (m, d) defaults to zeros.
-
-    Runs the alphas in batches of about ``tokens_per_batch`` prefix tokens; ``check`` is called
-    between batches (it raises to stop).
-    """
-    alphas = midpoint_alphas(steps)  # (steps,)
-    batch = max(1, tokens_per_batch // max(1, embeds.shape[0]))
-    total = torch.zeros(embeds.shape, dtype=torch.float64, device=embeds.device)  # (m, d)
-    base = (torch.zeros_like(embeds) if baseline is None else baseline).double()  # (m, d)
-    delta = embeds.double() - base  # (m, d)
-    for start in range(0, steps, batch):
-        check()
-        a = alphas[start : start + batch].to(embeds.device)  # (b,)
-        points = (base[None] + a[:, None, None] * delta[None]).to(embeds.dtype)  # (b, m, d)
-        _, grad = gradient(model, points, target)  # (b, m, d)
-        total += grad.double().sum(0)
-    return (total / steps).float()

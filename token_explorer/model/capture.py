@@ -118,14 +118,17 @@ def recording(model: torch.nn.Module, family: Family, want_queries: bool = True)
     """Capture the residual stream (and queries) of the forward passes run inside the block."""
     layers = blocks(model, family)
     recorder = Recorder(n_layers=len(layers), want_queries=want_queries)
+    owner = threading.get_ident()  # forwards on other threads (an analysis beside a step) are not ours
     handles = []
     for i, block in enumerate(layers):
         def pre(_mod, args, kwargs, i=i):
-            recorder.resid[i] = _hidden_in(args, kwargs).detach()
+            if threading.get_ident() == owner:
+                recorder.resid[i] = _hidden_in(args, kwargs).detach()
         handles.append(block.register_forward_pre_hook(pre, with_kwargs=True))
 
     def post(_mod, _args, output):
-        recorder.resid[-1] = _hidden_out(output).detach()
+        if threading.get_ident() == owner:
+            recorder.resid[-1] = _hidden_out(output).detach()
     handles.append(layers[-1].register_forward_hook(post))
     _ORIGINAL.recorder = recorder
     try:

@@ -26,6 +26,9 @@ class Family:
     mlp_in_norm: str
     mlp_out: str
     softcap_attr: str | None = None  # config attribute holding the final logit soft-cap
+    n_layers_attr: str = "num_hidden_layers"  # config attributes: number of blocks,
+    n_heads_attr: str = "num_attention_heads"  # attention heads per block,
+    context_attr: str = "max_position_embeddings"  # and the longest context
 
 
 _LLAMA_LIKE = dict(layers="model.layers", final_norm="model.norm", unembed="lm_head",
@@ -44,8 +47,37 @@ FAMILIES: dict[str, Family] = {
     "gemma2": Family("gemma2", **_GEMMA2_LIKE),
     "gpt2": Family("gpt2", layers="transformer.h", final_norm="transformer.ln_f",
                    unembed="lm_head", embed="transformer.wte", attn_out="attn",
-                   mlp_in_norm="ln_2", mlp_out="mlp"),
+                   mlp_in_norm="ln_2", mlp_out="mlp", n_layers_attr="n_layer", n_heads_attr="n_head",
+                   context_attr="n_positions"),
 }
+_ANY = (FAMILIES["llama"], FAMILIES["gpt2"])  # the attribute names tried for a model outside the table
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The numbers of a model's config the program needs (0 / None where the config lacks them)."""
+
+    n_layers: int
+    n_heads: int
+    context: int | None
+
+
+def sizes(config) -> Sizes:
+    """Blocks, heads and context length from ``config``, named as its family's table row names them.
+
+    A model outside the table is read with the names of the llama row, then the gpt2 row.
+    """
+    row = FAMILIES.get(getattr(config, "model_type", ""))
+    rows = (row,) if row is not None else _ANY
+
+    def read(attr: str) -> int | None:
+        for r in rows:
+            value = getattr(config, getattr(r, attr), None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return None
+
+    return Sizes(read("n_layers_attr") or 0, read("n_heads_attr") or 0, read("context_attr"))
 
 
 def family_of(model: torch.nn.Module) -> Family | None:

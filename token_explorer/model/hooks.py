@@ -12,7 +12,9 @@ Canonical names (TransformerLens style), each a tensor of shape (L, T, d) for L 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -44,8 +46,11 @@ def run_with_hooks(model: torch.nn.Module, family: Family, ids: Sequence[int],
     seen: dict[str, list[torch.Tensor | None]] = {name: [None] * len(layers) for name in POINTS}
     handles = []
 
+    owner = threading.get_ident()  # forwards on other threads are not ours
+
     def keep(name: str, i: int, value: torch.Tensor) -> None:
-        seen[name][i] = value[0] if grad else value[0].detach()
+        if threading.get_ident() == owner:
+            seen[name][i] = value[0] if grad else value[0].detach()
 
     for i, block in enumerate(layers):
         handles.append(block.register_forward_pre_hook(
@@ -69,3 +74,36 @@ def run_with_hooks(model: torch.nn.Module, family: Family, ids: Sequence[int],
     if "resid_mid" in wanted:
         out["resid_mid"] = out["resid_pre"] + out["attn_out"]
     return {name: out[name] for name in wanted}
+
+
+@contextmanager
+def checking(model: torch.nn.Module, family: Family, check: Callable[[], None]) -> Iterator[None]:
+    """Call ``check`` before every block of the forwards (and backwards) this thread runs inside.
+
+    ``check`` raises to stop, so a long forward or backward ends within one block of being
+    cancelled. Forwards on other threads (a step beside an analysis) are left alone.
+    """
+    owner = threading.get_ident()
+
+    def gate(grad: torch.Tensor) -> torch.Tensor:
+        check()
+        return grad
+
+    def pre(_module, _args) -> None:
+        if threading.get_ident() == owner:
+            check()
+
+    def post(_module, _args, output) -> None:
+        out = _first(output)
+        if threading.get_ident() == owner and out.requires_grad:
+            out.register_hook(gate)  # the backward passes here once per block too
+
+    handles = []
+    for block in blocks(model, family):
+        handles.append(block.register_forward_pre_hook(pre))
+        handles.append(block.register_forward_hook(post))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -20,7 +20,7 @@ from ..results import LensStats, Position
 from ..tokens import piece_text
 from .buffer import GrowBuffer
 from .capture import AttentionMeta, install_query_capture, recording
-from .family import Family, family_of
+from .family import Family, family_of, sizes
 from .kv_cache import keep_prefix, make_cache, reserve
 from .unembed import Unembed
 from .vocab import Vocab
@@ -97,12 +97,7 @@ class Session:
 
     # -- internals ---------------------------------------------------------------------------
     def max_positions(self) -> int | None:
-        config = self.model.config
-        for name in ("max_position_embeddings", "n_positions", "n_ctx"):
-            value = getattr(config, name, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        return None
+        return sizes(self.model.config).context
 
     def _check_ids(self, ids: list[int]) -> None:
         limit = self.max_positions()

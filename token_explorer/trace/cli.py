@@ -18,7 +18,8 @@ def _layers_arg(value: str) -> str:
         try:
             [int(v) for v in value.split(",")]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected 'all' or comma-separated layer numbers, got {value!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected 'all' or comma-separated layer numbers, got {value!r}") from None
     return value
 
 
@@ -52,11 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus mass (1 = off)")
     s.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R",
                    help="tokens already present: positive logits divided by R, negative multiplied (1 = off)")
-    s.add_argument("--no-repeat-ngram-size", type=int, default=0, metavar="N", help="ban repeating any N-gram (0 = off)")
+    s.add_argument("--no-repeat-ngram-size", type=int, default=0, metavar="N",
+                   help="ban repeating any N-gram (0 = off)")
     s.add_argument("--block-eos-steps", type=int, default=0, metavar="N", help="ban EOS in the first N steps")
     s.add_argument("--block-whitespace-steps", type=int, default=0, metavar="N",
                    help="ban whitespace-only tokens in the first N steps")
-    s.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop once TEXT is generated (repeatable)")
+    s.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="stop once TEXT is generated (repeatable)")
     s.add_argument("--seed", type=int, metavar="N", help="seed of the sampler")
     a = p.add_argument_group("adaptive probe")
     a.add_argument("--min-k", type=int, default=8, help="fewest candidates kept per step (default 8)")
@@ -71,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--attention-layers", type=_layers_arg, default=ALL, metavar="L", help="'all' (default) or a list")
     c.add_argument("--attention-top-k", type=int, default=8, metavar="K", help="attended positions kept (default 8)")
     c.add_argument("--capture-full-attention", action="store_true",
-                   help="also write each step's full attention rows to attention/step_NNNNN.npz (implies --capture-attention)")
+                   help="also write each step's full attention rows to attention/step_NNNNN.npz "
+                   "(implies --capture-attention)")
     c.add_argument("--attention-heads", type=_ints, default=(), metavar="H",
                    help="heads drawn one by one in the prompt's attention heatmap, e.g. 0,3")
     c.add_argument("--capture-activations", action="store_true", help="top neurons per layer and submodule")
@@ -116,7 +120,8 @@ def _check(args: argparse.Namespace) -> None:
     if args.system is not None and not args.chat:
         raise UserError("--system needs --chat")
     if args.min_new_tokens > args.max_new_tokens:
-        raise UserError(f"--min-new-tokens ({args.min_new_tokens}) is larger than --max-new-tokens ({args.max_new_tokens})")
+        raise UserError(f"--min-new-tokens ({args.min_new_tokens}) is larger than "
+                        f"--max-new-tokens ({args.max_new_tokens})")
 
 
 def _resolve(value: str, n_layers: int) -> tuple[int, ...]:
@@ -229,12 +234,12 @@ def run_trace(args: argparse.Namespace) -> int:
                         chat=args.chat, max_new_tokens=args.max_new_tokens, seed=args.seed, stop=args.stop,
                         tokenizer=tokenizer, text=text_of, fingerprint=loaded.fingerprint, plots=not args.no_plots)
     if not args.quiet:
-        from .files import escape_controls
+        from ..printable import printable
 
         generated = tokenizer.decode(result.generated_ids, skip_special_tokens=True)
-        print(escape_controls(generated, keep="\n\t"))
+        print(printable(generated, multiline=True))
         print(f"token-explorer trace: {len(result.steps)} steps (stopped: {result.stop_reason}) in "
-              f"{result.seconds:.2f} s; {len(files)} files in {out}", file=sys.stderr)
+              f"{result.seconds:.2f} s; {len(files)} files in {printable(str(out))}", file=sys.stderr)
     return 0
 
 

@@ -21,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..errors import UserError
+from ..printable import printable
 from . import sidecars
 from .files import write_atomic, write_json
 
@@ -126,8 +127,9 @@ def diff_document(a: Trace, b: Trace, k: int) -> dict[str, Any]:
         for la, lb in common:
             for sa, sb in subs:
                 l2, cosine, top, values = layer_delta(va[la, sa], vb[lb, sb], k)
+                changed = [{"index": int(n), "delta": float(d)} for n, d in zip(top, values)]
                 delta.append({"layer": layers_a[la], "submodule": subs_a[sa], "l2": l2, "cosine": cosine,
-                              "top_changed_neurons": [{"index": int(n), "delta": float(d)} for n, d in zip(top, values)]})
+                              "top_changed_neurons": changed})
         sa_, sb_ = a.steps[i], b.steps[j]
         steps.append({"step": out_step, "token_id_a": sa_["token_id"], "token_id_b": sb_["token_id"],
                       "decoded_text_offset_a": sa_["decoded_text_offset"],
@@ -171,5 +173,5 @@ def run_diff(args: argparse.Namespace) -> int:
     delta_heatmap(doc, args.metric, out / "activation_delta.png")
     print(f"token-explorer trace diff: {len(doc['steps'])} aligned steps ({doc['alignment']['mode']}), "
           f"{len(doc['alignment']['mismatches'])} unaligned; wrote activation_diff.json and activation_delta.png "
-          f"in {out}", file=sys.stderr)
+          f"in {printable(str(out))}", file=sys.stderr)
     return 0

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..sampling import SamplingParams
 from .distribution import Probe
-from .files import escape_controls
+from ..printable import printable
 from .run import CaptureConfig, StepRecord, TraceResult
 
 SCHEMA_VERSION = "2.0.0"
@@ -72,8 +72,9 @@ def _distribution(p: Probe, text: TokenText) -> dict[str, Any]:
     return {
         "k_used": p.k_used, "entropy": p.entropy, "top_mass_used": p.top_mass_used,
         "selected_prob": p.selected_prob, "selected_logprob": p.selected_logprob, "selected_rank": p.selected_rank,
-        "candidates": [{"rank": r + 1, "token_id": int(i), "token": text(int(i)), "prob": float(pr), "logprob": float(lp)}
-                       for r, (i, pr, lp) in enumerate(zip(p.ids, p.probs, p.logprobs))],
+        "candidates": [
+            {"rank": r + 1, "token_id": int(i), "token": text(int(i)), "prob": float(pr), "logprob": float(lp)}
+            for r, (i, pr, lp) in enumerate(zip(p.ids, p.probs, p.logprobs))],
     }
 
 
@@ -203,7 +204,7 @@ CSV_PROBE = ("k_used", "entropy", "top_mass_used", "selected_prob", "selected_lo
 
 def trace_csv(result: TraceResult, text: TokenText) -> str:
     """One row per step: the token and both distributions' statistics (plus the attribution's total
-    and error when it was captured). Token text has control characters escaped."""
+    and error when it was captured). Token text is made printable (``printable.printable``)."""
     dla = any(s.dla is not None for s in result.steps)
     header = ["step", "token_id", "token"] + [f"{src}_{f}" for src in ("raw", "processed") for f in CSV_PROBE]
     header += ["dla_total_logit", "dla_error"] if dla else []
@@ -211,7 +212,7 @@ def trace_csv(result: TraceResult, text: TokenText) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     for s in result.steps:
-        row: list[Any] = [s.step, s.token_id, escape_controls(text(s.token_id))]
+        row: list[Any] = [s.step, s.token_id, printable(text(s.token_id))]
         for p in (s.raw, s.processed):
             row += [getattr(p, f) for f in CSV_PROBE]
         if dla:

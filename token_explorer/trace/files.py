@@ -1,11 +1,10 @@
-"""Atomic file writes and the text safety rule for what reaches a terminal or a CSV cell."""
+"""Atomic file writes."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -34,15 +33,3 @@ def write_text(path: Path, text: str) -> None:
 def write_json(path: Path, document: Any) -> None:
     write_text(path, json.dumps(document, ensure_ascii=False, indent=1, allow_nan=False) + "\n")
 
-
-def escape_controls(text: str, keep: str = "") -> str:
-    """``text`` with control and format characters (ESC, CR, bidi overrides, ...) written as escapes
-    such as ``\\x1b`` or ``\\u202e``; characters in ``keep`` (e.g. a newline) stay as they are."""
-    out = []
-    for ch in text:
-        if ch not in keep and unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
-            code = ord(ch)
-            out.append({"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(ch) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"))
-        else:
-            out.append(ch)
-    return "".join(out)

@@ -10,7 +10,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .files import escape_controls, write_atomic
+from ..printable import printable
+from .files import write_atomic
 from .run import TraceResult
 
 TokenText = Callable[[int], str]
@@ -18,7 +19,7 @@ TokenText = Callable[[int], str]
 
 def _label(text: str) -> str:
     """A token as a plot label: controls escaped, spaces shown, no mathtext."""
-    return escape_controls(text).replace(" ", "·").replace("$", r"\$") or "∅"
+    return printable(text).replace(" ", "·").replace("$", r"\$") or "∅"
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -90,7 +91,8 @@ def selected_rank_heatmap(result: TraceResult, path: Path) -> Path:
 def attention_grid(result: TraceResult, path: Path) -> Path:
     """The first step's attention entropy per layer and head."""
     a = result.steps[0].attention
-    fig = Figure(figsize=(max(4, 0.5 * a.entropy.shape[1] + 2), max(3, 0.25 * len(a.layers) + 1.5)), layout="constrained")
+    size = (max(4, 0.5 * a.entropy.shape[1] + 2), max(3, 0.25 * len(a.layers) + 1.5))
+    fig = Figure(figsize=size, layout="constrained")
     ax = fig.add_subplot()
     im = ax.imshow(a.entropy, aspect="auto", cmap="viridis", interpolation="nearest", origin="lower")
     ax.set_yticks(range(len(a.layers)), [str(l) for l in a.layers])

@@ -25,6 +25,7 @@ from . import messages as m
 from .bindings import COMMANDS, READY_ONLY_EXEMPT, textual_bindings, unknown_ids
 from .commands import ExplorerCommands
 from .jobs import Job, frame_of, one_line, run_job, start_tokens
+from .findings import param_text, render_result
 from .render import (
     Colouring,
     HeavyRendering,
@@ -33,7 +34,6 @@ from .render import (
     legend,
     light_colouring,
     pending_colouring,
-    render_result,
     repr_token,
 )
 from .screens.browser import PromptBrowser
@@ -41,7 +41,7 @@ from .screens.help import HelpScreen
 from .screens.loading import LoadingScreen
 from .lane import Lane, StepKind
 from .state import LRU, Branch, Frame, next_word, plural, prev_word
-from .views import LENS_VIEW, VIEW_IDS, View, cycle, default_params, unavailable_reason, view_by_id
+from .views import LENS_VIEW, VIEW_IDS, VIEWS, View, cycle, heavy_views, unavailable_reason, view_by_id
 from .widgets.candidates import Candidates
 from .widgets.panels import Detail, Legend, StatusLine, ViewPanel
 from .widgets.prompt import PromptView
@@ -102,6 +102,9 @@ class TokenExplorerApp(App):
         self.engine: EngineLike | None = None
         self.load_error: str | None = None  # why the model could not be loaded, if it could not
         self.analyses: dict[str, str | None] = {}
+        self.specs: dict[str, Any] = {}  # analysis declarations, from the engine
+        self.views: tuple[View, ...] = VIEWS
+        self.skip_first = False  # leave position 0 out of fitted colour scales
         self.branches: list[Branch] = []
         self.current = 0
         self.start: Frame | None = None
@@ -120,6 +123,9 @@ class TokenExplorerApp(App):
         # heavy views
         self._view_cache = LRU(settings.display.cache_size)
         self._view_inflight: Hashable | None = None
+        self._view_partial: tuple[Hashable, Any] | None = None  # the running view's on-screen part
+        self._view_progress: tuple[Hashable, int, int] | None = None  # (key, done, total)
+        self._rendering_memo: tuple[tuple[Any, ...], HeavyRendering] | None = None
         self._table_shown: tuple[Frame, tuple[bool, int]] | None = None  # (frame, options) in the table
         self._colouring_memo: tuple[tuple[Any, str, Any], Colouring] | None = None
 
@@ -207,6 +213,8 @@ class TokenExplorerApp(App):
         self.engine = message.engine
         self.engine.on_notice(lambda line: self.post_message(m.Notice(line, "warning")))
         self.analyses = dict(message.analyses)
+        self.specs = dict(self.engine.specs())
+        self.views = heavy_views(self.specs)
         self.start = message.start
         self._engine_tokens = message.start.tokens
         self.branches = [Branch.new(message.start.tokens, message.start)]
@@ -233,14 +241,15 @@ class TokenExplorerApp(App):
 
     @property
     def view(self) -> View:
-        return view_by_id(self.view_id)
+        return view_by_id(self.view_id, self.views)
 
     def view_params(self, view: View | None = None) -> dict[str, Any]:
         """The current parameters of ``view`` (default: the shown view)."""
         view = view or self.view
         if view.id not in self.params:
             assert self.engine is not None
-            self.params[view.id] = default_params(view, self.engine.info)
+            spec = self.specs.get(view.analysis) if view.analysis else None
+            self.params[view.id] = spec.defaults(self.engine.info) if spec is not None else {}
         return self.params[view.id]
 
     def _set_branch(self, branch: Branch) -> None:
@@ -350,11 +359,27 @@ class TokenExplorerApp(App):
     # ------------------------------------------------------------ heavy views
 
     def _view_key(self) -> Hashable | None:
+        """What the shown heavy view's result depends on: the tokens it reads, the cursor if it
+        depends on it, and only the parameters that change the computation (not those that select)."""
         view = self.view
-        if not view.heavy or self.engine is None:
+        if not view.heavy or self.engine is None or view.analysis not in self.specs:
             return None
+        spec = self.specs[view.analysis]
         b = self.branch
-        return (b.tokens, b.cursor, view.id, tuple(sorted(self.view_params(view).items())))
+        tokens = b.tokens[: b.cursor + 1] if spec.reads == "prefix" else b.tokens
+        cursor = b.cursor if spec.at_cursor else None
+        computing = tuple(sorted(spec.computing(self.view_params(view)).items()))
+        return (tokens, cursor, view.id, computing)
+
+    def _window(self) -> tuple[int, int]:
+        """Positions [start, stop) about as many as the prompt panel shows, around the cursor."""
+        b = self.branch
+        size = self.query_one(PromptView).size
+        cells = max(1, size.width) * max(1, size.height)
+        texts = self._texts()
+        chars = max(1.0, sum(len(t) for t in texts) / max(1, len(texts)))  # characters per token
+        half = int(cells / chars / 2) + 1
+        return max(0, b.cursor - half), min(len(b.tokens), b.cursor + half)
 
     def _request_view(self) -> None:
         """Ask a worker for the shown heavy view unless cached, already running, or stepping."""
@@ -367,38 +392,60 @@ class TokenExplorerApp(App):
         if unavailable_reason(view, self.analyses) is not None:
             return
         self._view_inflight = key
+        self._view_partial = None
+        self._view_progress = None
         b = self.branch
-        self._run_view(self.engine, view.id, view.analysis, key, b.tokens, b.cursor, dict(self.view_params(view)))
+        self._run_view(self.engine, view.analysis, key, b.tokens, b.cursor, dict(self.view_params(view)),
+                       self._window())
         self._refresh_status()
 
     @work(thread=True, exit_on_error=False, group="view")
-    def _run_view(self, engine, view_id, analysis, key, tokens, cursor, params) -> None:
+    def _run_view(self, engine, analysis, key, tokens, cursor, params, window) -> None:
         """One analysis at a time (``_view_inflight``); ``exclusive`` is not used because cancelling a
         thread worker does not stop it, and its finishing result would be reported as cancelled."""
         try:
-            # the engine polls this between layers: stop once the screen wants something else
+            # the engine polls this at least once per layer: stop once the screen wants another result
             result = engine.analyze(analysis, list(tokens), cursor, params,
-                                    cancelled=lambda: self._view_key() != key)
-            rendering = render_result(view_id, result)
+                                    cancelled=lambda: self._view_key() != key,
+                                    progress=lambda done, total: self.post_message(m.ViewProgress(key, done, total)),
+                                    partial=lambda part: self.post_message(m.ViewPartial(key, part)),
+                                    window=window)
         except Cancelled:
             self.post_message(m.ViewCancelled(key))
             return
         except Exception as e:  # noqa: BLE001 - becomes a notice and a legend line
             self.post_message(m.ViewFailed(key, one_line(e)))
             return
-        self.post_message(m.ViewDone(key, rendering))
+        self.post_message(m.ViewDone(key, result))
 
     def on_view_done(self, message: m.ViewDone) -> None:
         self._view_inflight = None
+        self._view_partial = None
+        self._view_progress = None
         self._view_cache.put(message.key, message.result)
         self._view_arrived(message.key)
 
+    def on_view_partial(self, message: m.ViewPartial) -> None:
+        if message.key == self._view_inflight:
+            self._view_partial = (message.key, message.result)
+            if message.key == self._view_key():
+                self._refresh()
+
+    def on_view_progress(self, message: m.ViewProgress) -> None:
+        if message.key == self._view_inflight:
+            self._view_progress = (message.key, message.done, message.total)
+            self._refresh_status()
+
     def on_view_cancelled(self, message: m.ViewCancelled) -> None:
         self._view_inflight = None
+        self._view_partial = None
+        self._view_progress = None
         self._view_arrived(message.key)
 
     def on_view_failed(self, message: m.ViewFailed) -> None:
         self._view_inflight = None
+        self._view_partial = None
+        self._view_progress = None
         self._view_cache.put(message.key, ViewError(message.error))
         self.notify(f"{message.key[2]} view failed: {message.error}", severity="error", markup=False)
         self._view_arrived(message.key)
@@ -423,15 +470,35 @@ class TokenExplorerApp(App):
         reason = unavailable_reason(view, self.analyses)
         if reason is not None:
             return pending_colouring(n, f"unavailable: {reason}"), None
-        result = self._view_cache.get(self._view_key())
-        if isinstance(result, HeavyRendering):
-            key = (frame.snapshot, view.id, result)
-            if not self._memo_hit(key):
-                self._colouring_memo = (key, heavy_colouring(result, n))
-            return self._colouring_memo[1], result
+        key = self._view_key()
+        result = self._view_cache.get(key)
+        partial = self._view_partial is not None and self._view_partial[0] == key and result is None
+        if partial:
+            result = self._view_partial[1]
         if isinstance(result, ViewError):
             return pending_colouring(n, f"failed: {result.error}"), None
-        return pending_colouring(n, "computing…"), None
+        if result is None:
+            return pending_colouring(n, "computing…"), None
+        rendering = self._rendering(frame, result)
+        memo = (frame.snapshot, view.id, rendering)
+        if not self._memo_hit(memo):
+            self._colouring_memo = (memo, heavy_colouring(rendering, n))
+        colouring = self._colouring_memo[1]
+        if partial:
+            colouring = replace(colouring, caption=colouring.caption + " (filling in…)")
+        return colouring, rendering
+
+    def _rendering(self, frame: Frame, result: Any) -> HeavyRendering:
+        """The result drawn for the current selecting parameters; memoised, never computed."""
+        view = self.view
+        params = self.view_params(view)
+        memo = (id(result), view.id, tuple(sorted(params.items())), self.skip_first, self.branch.cursor)
+        if self._rendering_memo is None or self._rendering_memo[0] != memo:
+            texts = [p.text for p in frame.snapshot.positions]
+            rendering = render_result(self.specs[view.analysis], result, params, info=self.engine.info,
+                                      texts=texts, cursor=self.branch.cursor, skip_first=self.skip_first)
+            self._rendering_memo = (memo, rendering)
+        return self._rendering_memo[1]
 
     def _memo_hit(self, key: tuple[Any, str, Any]) -> bool:
         """The memo holds the colouring of this very snapshot, view and result (by identity)."""
@@ -464,7 +531,7 @@ class TokenExplorerApp(App):
             colouring, rendering = self._colouring(frame)
             texts = [p.text for p in frame.snapshot.positions]
             prompt.show(texts, colouring.styles, b.cursor if self.show_cursor else None)
-            self.query_one(Legend).update(legend(title, colouring, self.size.width - 2))
+            self.query_one(Legend).update(legend(self.view.title, colouring, self.size.width - 2))
             if rendering is not None:
                 value = float(rendering.values[b.cursor]) if b.cursor < len(rendering.values) else math.nan
                 line = detail(frame.snapshot, b.cursor, self.view.title, value, rendering.scale.unit)
@@ -494,10 +561,10 @@ class TokenExplorerApp(App):
 
     def _view_title(self) -> str:
         view = self.view
-        params = self.params.get(view.id) if view.heavy or view.mode or view.step else None
+        params = self.params.get(view.id) if view.heavy else None
         if not params:
             return view.title
-        return view.title + " (" + ", ".join(f"{k} {v}" for k, v in params.items()) + ")"
+        return view.title + " (" + ", ".join(f"{k} {param_text(v)}" for k, v in params.items()) + ")"
 
     def _refresh_status(self) -> None:
         if self.engine is None or not self.branches:
@@ -506,12 +573,15 @@ class TokenExplorerApp(App):
         info = self.engine.info
         text = Text(no_wrap=True, overflow="ellipsis")
         queued = len(self.lane.steps) if self.lane.branch_id == b.id else 0
+        progress = self._view_progress
         if queued:
             text.append(f"● {queued} queued".ljust(_BUSY_WIDTH), Style(bold=True, color="yellow"))
         elif self.busy:
             text.append("● working".ljust(_BUSY_WIDTH), Style(bold=True, color="yellow"))
         else:
             text.append("○ ready".ljust(_BUSY_WIDTH), Style(dim=True))
+        if self._view_inflight is not None and progress is not None and progress[0] == self._view_inflight:
+            text.append(f" {self.view.title} {progress[1]}/{progress[2]}", Style(color="yellow"))
         text.append(" │ ")
         text.append(f"branch {self.current + 1}/{len(self.branches)}", Style(bold=True))
         text.append(f" │ {plural(len(b.tokens), 'token')} │ cursor #{b.cursor} ")
@@ -696,16 +766,18 @@ class TokenExplorerApp(App):
         self._refresh()
 
     def action_view_next(self) -> None:
-        self._show_view(cycle(self.view_id, self.analyses, 1))
+        self._show_view(cycle(self.view_id, self.analyses, 1, self.views))
 
     def action_view_prev(self) -> None:
-        self._show_view(cycle(self.view_id, self.analyses, -1))
+        self._show_view(cycle(self.view_id, self.analyses, -1, self.views))
 
     def action_lens(self) -> None:
-        if self.view_id == "sae" and self.view.step is not None:  # p cycles the configured dictionaries
+        spec = self._spec()
+        if self.view_id == "sae" and spec is not None and spec.param("layer") is not None:  # p cycles the dictionaries
+            param = spec.param("layer")
             params = self.view_params()
-            lo, hi = self.view.step.bounds(self.engine.info)
-            params[self.view.step.name] = lo if params[self.view.step.name] >= hi else params[self.view.step.name] + 1
+            lo, hi = param.bounds(self.engine.info)
+            params[param.name] = lo if params[param.name] >= hi else params[param.name] + 1
             self._refresh()
             return
         if self.view_id == LENS_VIEW:
@@ -718,30 +790,34 @@ class TokenExplorerApp(App):
         self._before_lens = self.view_id
         self._show_view(LENS_VIEW)
 
-    def action_view_mode(self) -> None:
+    def _spec(self):
         view = self.view
-        if view.mode is None:
-            self.notify(f"the {view.title} view has no mode to cycle", severity="warning", markup=False)
-            return
-        params = self.view_params(view)
-        options = view.mode.options
-        params[view.mode.name] = options[(options.index(params[view.mode.name]) + 1) % len(options)]
-        self._refresh()
+        return self.specs.get(view.analysis) if view.analysis else None
+
+    def action_view_mode(self) -> None:
+        self._step("mode", "mode to cycle", 1)
 
     def action_layer_step(self, delta: int) -> None:
-        self._step(self.view.step, "layer", delta)
+        self._step("layer", "layer", delta)
 
     def action_pick_step(self, delta: int) -> None:
-        self._step(self.view.pick, "head or feature", delta)
+        self._step("pick", "head or feature", delta)
 
-    def _step(self, stepper, what: str, delta: int) -> None:
-        view = self.view
-        if stepper is None:
-            self.notify(f"the {view.title} view has no {what} to step", severity="warning", markup=False)
+    def _step(self, role: str, what: str, delta: int) -> None:
+        """Step the view's parameter of ``role`` (as its analysis declares it); a selecting one only re-renders."""
+        view, spec = self.view, self._spec()
+        param = spec.param(role) if spec is not None else None
+        if param is None:
+            self.notify(f"the {view.title} view has no {what}", severity="warning", markup=False)
             return
         params = self.view_params(view)
-        lo, hi = stepper.bounds(self.engine.info)
-        params[stepper.name] = min(max(params[stepper.name] + delta, lo), hi)
+        params[param.name] = param.step(params[param.name], delta, self.engine.info)
+        self._refresh()
+
+    def action_toggle_scale_first(self) -> None:
+        self.skip_first = not self.skip_first
+        self.notify("position 0 " + ("left out of" if self.skip_first else "back in") + " the colour scale",
+                    markup=False)
         self._refresh()
 
     def action_toggle_z(self) -> None:

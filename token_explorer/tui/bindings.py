@@ -46,6 +46,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("layer_prev", "comma", "Previous layer of the view", "layer_step(-1)", group="views"),
     Command("pick_next", "greater_than_sign", "Next head / feature of the view", "pick_step(1)", group="views"),
     Command("pick_prev", "less_than_sign", "Previous head / feature of the view", "pick_step(-1)", group="views"),
+    Command("scale_first", "f", "Leave position 0 out of the colour scale (or put it back)", "toggle_scale_first",
+            group="views"),
     Command("zscore", "z", "Show/hide the z-score column", "toggle_z", group="views"),
     Command("cursor_toggle", "c", "Show/hide the cursor", "toggle_cursor", group="cursor"),
     Command("cursor_next", "right_square_bracket,ctrl+j", "Cursor to the next token", "cursor_next", group="cursor"),

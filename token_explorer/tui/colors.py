@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 from rich.color import Color
 from rich.style import Style
 
@@ -77,3 +78,55 @@ class Scale:
 def gradient_for(lo: float, hi: float) -> Gradient:
     """Diverging colours for a range symmetric about zero, sequential otherwise."""
     return DIVERGING if lo < 0 < hi and math.isclose(-lo, hi, rel_tol=1e-6) else PLASMA
+
+
+PERCENTILES = (2.0, 98.0)  # a robust scale spans these percentiles of the values it colours
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A scale fitted to values, and what the legend says about the fit."""
+
+    scale: Scale
+    note: str  # e.g. "2–98th percentile; 3 above (max 4.83e+03)"; "" for a fixed scale
+
+
+def fit_scale(kind: str, values, unit: str, *, skip_first: bool = False, top: float | None = None) -> Fitted:
+    """The colour scale of ``kind`` for ``values`` (NaN ignored).
+
+    ``probability`` 0..1 and ``bits`` 0..``top`` are absolute; ``cosine`` is −1..1; ``signed`` is
+    symmetric about 0 at the 98th percentile of |value|; ``positive`` spans the 2nd..98th
+    percentiles. With ``skip_first`` position 0 (attention sinks, massive activations) does not
+    shape a fitted scale. Values outside are clipped for colour only.
+    """
+    if kind == "probability":
+        return Fitted(Scale(0.0, 1.0, unit, RED_BLUE if unit == "" else PLASMA), "")
+    if kind in ("bits", "log10_rank"):
+        return Fitted(Scale(0.0, float(top or 1.0), unit, VIRIDIS), "")
+    if kind == "cosine":
+        return Fitted(Scale(-1.0, 1.0, unit, DIVERGING), "")
+    arr = np.asarray(values, dtype=float)
+    used = arr[1:] if skip_first and arr.size > 1 else arr
+    finite = used[np.isfinite(used)]
+    if finite.size == 0:
+        return Fitted(Scale(0.0, 1.0, unit, PLASMA), "")
+    if kind == "signed":
+        bound = float(np.percentile(np.abs(finite), PERCENTILES[1]))
+        bound = bound if bound > 0 else float(np.abs(finite).max()) or 1.0
+        lo, hi, gradient = -bound, bound, DIVERGING
+    else:
+        lo, hi = (float(x) for x in np.percentile(finite, PERCENTILES))
+        if hi <= lo:
+            lo, hi = float(finite.min()), float(finite.max())
+        hi = hi if hi > lo else lo + 1.0
+        gradient = PLASMA
+    above, below = int((finite > hi).sum()), int((finite < lo).sum())
+    parts = [f"{PERCENTILES[0]:g}–{PERCENTILES[1]:g}th percentile" if kind != "signed" else
+             f"±{PERCENTILES[1]:g}th percentile of |value|"]
+    if above:
+        parts.append(f"{above} above (max {float(finite.max()):.3g})")
+    if below:
+        parts.append(f"{below} below (min {float(finite.min()):.3g})")
+    if skip_first:
+        parts.append("#0 left out")
+    return Fitted(Scale(lo, hi, unit, gradient), "; ".join(parts))

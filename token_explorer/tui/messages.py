@@ -57,10 +57,27 @@ class JobFailed(Message):
 
 @dataclass
 class ViewDone(Message):
-    """A heavy view's analysis finished for ``key`` (tokens, cursor, view, params)."""
+    """A heavy view's analysis finished for ``key`` (tokens, cursor, view, computing params)."""
 
     key: Hashable
     result: Any
+
+
+@dataclass
+class ViewPartial(Message):
+    """Part of a heavy view's result (what is on screen first) for ``key``; the rest follows."""
+
+    key: Hashable
+    result: Any
+
+
+@dataclass
+class ViewProgress(Message):
+    """A heavy view's analysis for ``key`` has done ``done`` of ``total`` steps."""
+
+    key: Hashable
+    done: int
+    total: int
 
 
 @dataclass

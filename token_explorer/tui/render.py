@@ -19,10 +19,10 @@ from rich.text import Span as RichSpan
 from rich.text import Text
 
 from token_explorer.printable import printable
-from token_explorer.results import ModelInfo, Position, Snapshot, Table, TokenScores
+from token_explorer.results import ModelInfo, Position, Snapshot
 from token_explorer.tokens import visible
 
-from .colors import UNAVAILABLE, Scale, gradient_for
+from .colors import UNAVAILABLE, Scale
 from .views import View
 
 CURSOR = Style(reverse=True, underline=True, bold=True)
@@ -51,6 +51,8 @@ class HeavyRendering:
     scale: Scale
     caption: str
     panel: Callable[[int, int], RenderableType | None]  # (cursor, width) -> detail panel
+    note: str = ""  # about the scale's range (percentiles, what was clipped or left out)
+    missing: str = "no value at this position"
 
 
 # ---------------------------------------------------------------- colouring
@@ -70,7 +72,7 @@ def heavy_colouring(rendering: HeavyRendering, n: int) -> Colouring:
     """Colouring from a heavy view's values; tokens without a value are unavailable."""
     values = rendering.values
     styles = tuple(rendering.scale.style(float(values[i]) if i < len(values) else None) for i in range(n))
-    return Colouring(styles, rendering.scale, rendering.caption, "no value at this position (NaN)")
+    return Colouring(styles, rendering.scale, rendering.caption, rendering.missing, rendering.note)
 
 
 def pending_colouring(n: int, caption: str) -> Colouring:
@@ -278,69 +280,39 @@ def candidate_cells(frame_snapshot: Snapshot, cand_texts: Sequence[str], rows: i
     return out
 
 
-# ---------------------------------------------------------------- heavy results
+# ---------------------------------------------------------------- heatmap
 
 
-def render_scores(scores: TokenScores) -> HeavyRendering:
-    """The generic rendering of any :class:`TokenScores`: colours, legend, tables, grid heatmap."""
-    scale = Scale(scores.lo, scores.hi, scores.unit, gradient_for(scores.lo, scores.hi))
-
-    def panel(cursor: int, width: int) -> RenderableType | None:
-        parts: list[RenderableType] = []
-        if scores.grid is not None and scores.grid.size:
-            parts.append(grid_heatmap(scores.grid, scores.grid_label, cursor, width))
-        for table in scores.tables:
-            parts.extend([Text(printable(table.title), style=Style(bold=True)), _rich_table(table)])
-        return Group(*parts) if parts else None
-
-    return HeavyRendering(np.asarray(scores.values, dtype=float), scale, scores.caption, panel)
-
-
-RENDERERS: dict[str, Callable[[Any], HeavyRendering]] = {}
-"""Renderers by view id for results that are not :class:`TokenScores`."""
-
-
-def render_result(view_id: str, result: Any) -> HeavyRendering:
-    """A heavy result as drawn: its registered renderer, else the generic TokenScores one."""
-    renderer = RENDERERS.get(view_id)
-    if renderer is not None:
-        return renderer(result)
-    if isinstance(result, TokenScores):
-        return render_scores(result)
-    raise TypeError(f"no renderer for a {type(result).__name__} result of view {view_id!r}")
-
-
-def _rich_table(table: Table) -> RichTable:
-    """A detail table; cells of a column titled "token" show their whitespace."""
-    out = RichTable(expand=False, padding=(0, 1), box=box.SIMPLE_HEAD)
-    for col in table.columns:
-        out.add_column(Text(col), no_wrap=True)
-    token_cols = {j for j, col in enumerate(table.columns) if col.lower() == "token"}
-    for row in table.rows:
-        out.add_row(*(Text(shown(str(cell), spaces=j in token_cols)) for j, cell in enumerate(row)))
-    return out
-
-
-def grid_heatmap(grid: np.ndarray, label: str, cursor: int, width: int) -> Text:
+def grid_heatmap(grid: np.ndarray, title: str, rows_label: Sequence[str], cursor: int, width: int,
+                 scale: Scale, note: str = "") -> Text:
     """A rows × positions heatmap, one cell per token, a window of columns around the cursor.
 
-    Coloured on the grid's own finite min … max (shown), NaN as unavailable.
+    The first line names what it shows; the second labels the columns with token positions (a
+    tick every 10); each row starts with its label. NaN is drawn as unavailable.
     """
     grid = np.asarray(grid, dtype=float)
-    finite = grid[np.isfinite(grid)]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    scale = Scale(lo, hi if hi > lo else lo + 1.0, "", gradient_for(lo, hi))
     rows, n = grid.shape
-    label_w = len(str(rows - 1)) + 1
+    label_w = max((len(r) for r in rows_label), default=1) + 1
     cols = max(1, width - label_w - 1)
     start = 0 if n <= cols else min(max(cursor - cols // 2, 0), n - cols)
-    text = Text(no_wrap=True, overflow="crop")
-    text.append(f"{label or 'grid'}", Style(bold=True))
-    text.append(f"  {lo:.3g} … {hi:.3g}, tokens {start}–{min(n, start + cols) - 1}\n")
+    stop = min(n, start + cols)
+    text = Text(no_wrap=True, overflow="crop", end="")
+    text.append(title, Style(bold=True))
+    text.append(f"  colour {_number(scale.lo, scale.unit)} … {_number(scale.hi, scale.unit)}")
+    if note:
+        text.append(f" ({note})")
+    text.append("\n" + " " * (label_w + 1))
+    ticks = [" "] * (stop - start)
+    for c in range(start, stop):
+        if c % 10 == 0 or c == cursor:
+            label = "^" if c == cursor else str(c)
+            if all(t == " " for t in ticks[c - start : c - start + len(label)]):
+                ticks[c - start : c - start + len(label)] = list(label)
+    text.append("".join(ticks)[: stop - start] + "\n")
     for r in range(rows):
-        text.append(f"{r:>{label_w}} ")
-        for c in range(start, min(n, start + cols)):
-            v = grid[r, c]
+        text.append(f"{rows_label[r]:>{label_w}} ")
+        for c in range(start, stop):
+            v = grid[r, c] if c < n else math.nan
             style = scale.style(float(v))
             if c == cursor:
                 style = style + Style(underline=True)
@@ -348,3 +320,18 @@ def grid_heatmap(grid: np.ndarray, label: str, cursor: int, width: int) -> Text:
         if r < rows - 1:
             text.append("\n")
     return text
+
+
+def rich_table(columns: Sequence[str], rows: Sequence[Sequence[str]], token_cols: Sequence[int] = ()) -> RichTable:
+    """A detail table; cells of ``token_cols`` show their whitespace."""
+    out = RichTable(expand=False, padding=(0, 1), box=box.SIMPLE_HEAD)
+    for col in columns:
+        out.add_column(Text(col), no_wrap=True)
+    for row in rows:
+        out.add_row(*(Text(shown(str(cell), spaces=j in token_cols)) for j, cell in enumerate(row)))
+    return out
+
+
+def number(x: float, digits: int = 4) -> str:
+    """A table cell for a number; NaN as "n/a"."""
+    return "n/a" if not math.isfinite(x) else f"{x:.{digits}g}"

@@ -2,11 +2,12 @@
 
 A *light* view reads a number from each :class:`~token_explorer.results.Position` of the current
 snapshot. A *heavy* view names an engine analysis (``analysis="attention"``); the app asks the
-engine for it on a worker and draws the returned :class:`~token_explorer.results.TokenScores`.
-A heavy view whose analysis the engine does not offer is skipped when cycling views.
+engine for it on a worker and draws the returned result. A heavy view whose analysis the engine
+does not offer is skipped when cycling views.
 
-Per-view parameters are data: ``mode`` is a :class:`Choice` cycled by one key, ``step`` an integer
-:class:`Stepper` moved up and down by two keys; both reach ``engine.analyze`` in ``params``.
+A heavy view's parameters, and the keys that step them, come from its analysis's declaration
+(``engine.specs()``): the parameter with role ``mode`` is cycled by ``m``, ``layer`` by ``,`` ``.``
+and ``pick`` by ``<`` ``>``.
 """
 
 from __future__ import annotations
@@ -16,43 +17,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from token_explorer.results import ModelInfo, Position, Snapshot
 
-from .colors import DIVERGING, GREEN_RED, RED_BLUE, VIRIDIS, Scale
-
-
-@dataclass(frozen=True)
-class Choice:
-    """A parameter with named options; the first is the default."""
-
-    name: str
-    options: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Stepper:
-    """An integer parameter from ``lo`` to ``hi`` (an int or a ModelInfo attribute name, e.g. ``"n_layers"``).
-
-    ``default`` is an int, ``None`` for ``hi``, or ``"middle"`` for halfway.
-    """
-
-    name: str
-    lo: int = 0
-    hi: int | str = "n_layers"
-    default: int | str | None = None
-
-    def bounds(self, info: ModelInfo) -> tuple[int, int]:
-        """(lo, hi) for this model."""
-        hi = self.hi if isinstance(self.hi, int) else int(getattr(info, self.hi))
-        return self.lo, max(self.lo, hi)
-
-    def initial(self, info: ModelInfo) -> int:
-        lo, hi = self.bounds(info)
-        if self.default is None:
-            return hi
-        if self.default == "middle":
-            return (lo + hi) // 2
-        return min(max(int(self.default), lo), hi)
+from .colors import DIVERGING, GREEN_RED, RED_BLUE, VIRIDIS, Scale, fit_scale
 
 
 @dataclass(frozen=True)
@@ -74,9 +43,6 @@ class View:
     title: str
     measure: Measure | None = None  # light views
     analysis: str | None = None  # heavy views: the engine analysis to run
-    mode: Choice | None = None  # cycled by m
-    step: Stepper | None = None  # stepped by , and . (a layer, or a dictionary)
-    pick: Stepper | None = None  # stepped by < and > (a head, or a feature rank)
 
     @property
     def heavy(self) -> bool:
@@ -92,13 +58,17 @@ def _entropy_scale(snapshot: Snapshot, info: ModelInfo) -> Scale:
 
 
 def _energy_scale(snapshot: Snapshot, info: ModelInfo) -> Scale:
-    values = [p.energy for p in snapshot.positions if math.isfinite(p.energy)]
-    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
-    return Scale(lo, hi if hi > lo else lo + 1.0, "nats", GREEN_RED)
+    fitted = fit_scale("fitted", [p.energy for p in snapshot.positions], "nats").scale
+    return Scale(fitted.lo, fitted.hi, "nats", GREEN_RED)
+
+
+Z_BOUND = 4.0  # σ: the z-score scale spans at least ±4σ, wider when the prompt's 98th percentile is
 
 
 def _z_scale(snapshot: Snapshot, info: ModelInfo) -> Scale:
-    return Scale(-4.0, 4.0, "σ", DIVERGING)
+    zs = [abs(p.token_z) for p in snapshot.positions if p.token_z is not None and math.isfinite(p.token_z)]
+    bound = max(Z_BOUND, float(np.percentile(zs, 98))) if zs else Z_BOUND
+    return Scale(-bound, bound, "σ", DIVERGING)
 
 
 def _temperature(snapshot: Snapshot) -> str:
@@ -136,7 +106,7 @@ VIEWS: tuple[View, ...] = (
             value=lambda p: p.energy,
             scale=_energy_scale,
             caption=lambda s, i: f"free energy −T·logsumexp(logits/T) of the next-token distribution, T={_temperature(s)}",
-            note=lambda s, i: "no absolute scale: this prompt's min … max; lower = more in-distribution",
+            note=lambda s, i: "no absolute scale: 2–98th percentile of this prompt; lower = more in-distribution",
         ),
     ),
     View(
@@ -149,29 +119,14 @@ VIEWS: tuple[View, ...] = (
             missing=NO_PREFIX,
         ),
     ),
-    # Heavy views: one analysis each; the engine says which it offers.
-    View("lens", "logit lens", analysis="lens", mode=Choice("quantity", ("prob", "rank")),
-         step=Stepper("layer", 0, "n_layers")),
-    View(
-        "attention",
-        "attention influence",
-        analysis="attention",
-        mode=Choice("aggregate", ("mean", "max")),
-        step=Stepper("layer", -1, "last_block", default=-1),  # -1: all layers
-        pick=Stepper("head", -1, "last_head", default=-1),  # -1: all heads
-    ),
-    View("similarity", "similarity to cursor", analysis="similarity", step=Stepper("layer", 0, "n_layers")),
-    View("hidden_similarity", "hidden-state similarity", analysis="hidden_similarity",
-         step=Stepper("layer", 0, "n_layers", default="middle")),
-    View("residual", "residual stream", analysis="residual", step=Stepper("layer", 0, "n_layers")),
-    View(
-        "attribution",
-        "attribution",
-        analysis="attribution",
-        mode=Choice("method", ("saliency", "input_x_gradient", "integrated_gradients")),
-    ),
-    View("sae", "SAE features", analysis="sae", step=Stepper("entry", 0, "last_dictionary", default=0),
-         pick=Stepper("rank", 1, 10, default=1)),  # which of the cursor's top features colours the prompt
+    # Heavy views: one analysis each; the engine says which it offers and declares their parameters.
+    View("lens", "logit lens", analysis="lens"),
+    View("attention", "attention influence", analysis="attention"),
+    View("similarity", "similarity to cursor", analysis="similarity"),
+    View("hidden_similarity", "hidden-state similarity", analysis="hidden_similarity"),
+    View("residual", "residual stream", analysis="residual"),
+    View("attribution", "attribution", analysis="attribution"),
+    View("sae", "SAE features", analysis="sae"),
 )
 """Every view, in cycling order."""
 
@@ -207,12 +162,7 @@ def cycle(current: str, analyses: Mapping[str, str | None], step: int, views: Se
     return current
 
 
-def default_params(view: View, info: ModelInfo) -> dict[str, Any]:
-    """A view's parameters at their defaults."""
-    params: dict[str, Any] = {}
-    if view.mode is not None:
-        params[view.mode.name] = view.mode.options[0]
-    for stepper in (view.step, view.pick):
-        if stepper is not None:
-            params[stepper.name] = stepper.initial(info)
-    return params
+def heavy_views(specs: Mapping[str, Any]) -> tuple[View, ...]:
+    """The built-in views, then one for every other analysis the engine declares (its title from the spec)."""
+    known = {v.analysis for v in VIEWS}
+    return VIEWS + tuple(View(name, spec.title, analysis=name) for name, spec in specs.items() if name not in known)
