@@ -1,5 +1,7 @@
 """Tiny random models built offline for the tests: a byte-level BPE tokenizer and small
-Llama, Qwen2 and GPT-2 shaped models from ``AutoModelForCausalLM.from_config``."""
+Llama, Qwen2 and GPT-2 shaped models from ``AutoModelForCausalLM.from_config`` (the families every
+test runs on), plus Gemma2 and Mistral ones (``MORE_FAMILIES``: norms placed around each update,
+logit soft-caps, sliding windows) for the checks that the parts of each block add up."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ CORPUS = [
 ] * 4
 
 FAMILIES = ("llama", "qwen2", "gpt2")
+MORE_FAMILIES = ("gemma2", "mistral")
 
 
 def make_tokenizer():
@@ -36,7 +39,7 @@ def make_tokenizer():
 
 def make_config(family: str, vocab_size: int, n_layers: int = 3):
     """A small config of the given family (4 heads, grouped-query attention where it has it)."""
-    from transformers import GPT2Config, LlamaConfig, Qwen2Config
+    from transformers import Gemma2Config, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
 
     common = dict(vocab_size=vocab_size, bos_token_id=0, eos_token_id=1)
     if family == "llama":
@@ -49,6 +52,15 @@ def make_config(family: str, vocab_size: int, n_layers: int = 3):
                            max_position_embeddings=256, tie_word_embeddings=True, **common)
     if family == "gpt2":
         return GPT2Config(n_embd=64, n_layer=n_layers, n_head=4, n_positions=256, **common)
+    if family == "gemma2":  # post-attention / post-feedforward norms, soft-capped attention and logits
+        return Gemma2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=n_layers,
+                            num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                            max_position_embeddings=256, sliding_window=8, query_pre_attn_scalar=16,
+                            attn_logit_softcapping=50.0, final_logit_softcapping=30.0, **common)
+    if family == "mistral":
+        return MistralConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=n_layers,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                             sliding_window=None, **common)
     raise ValueError(family)
 
 
