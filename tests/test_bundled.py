@@ -20,7 +20,8 @@ def test_bundled_model_steps_like_a_full_recompute():
     ids = engine.tokenize("Once upon a time, there was a")
     engine.set_tokens(ids[:4])
     for token in ids[4:]:
-        snap = engine.append(token)
+        engine.append(token)
+    snap = engine.fill_lens()
     with torch.no_grad():
         logits = engine.loaded.model(torch.tensor([ids])).logits[0].double()
     for i, pos in enumerate(snap.positions):

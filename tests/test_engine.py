@@ -67,8 +67,9 @@ def test_pop_then_append_is_identical(engine):
     before = engine.fill_lens()
     engine.pop()
     engine.pop()
-    after = engine.append(ids[-2])
-    after = engine.append(ids[-1])
+    engine.append(ids[-2])
+    engine.append(ids[-1])
+    after = engine.fill_lens()  # the lens of the popped-back positions, recomputed from the captures
     for a, b in zip(before.positions, after.positions):
         np.testing.assert_allclose(a.top_logits, b.top_logits, atol=1e-5)
         assert a.token_prob == pytest.approx(b.token_prob, abs=1e-6) if a.token_prob else b.token_prob is None
@@ -171,20 +172,20 @@ def test_bad_prompts_are_user_errors(engine):
     assert engine.snapshot().tokens == (5,), "a failed step leaves the prompt as it was"
 
 
-def test_long_prefill_defers_the_lens_and_fill_equals_stepping(engine):
-    from token_explorer.model.session import EAGER_LENS
-
+def test_steps_defer_the_lens_and_filling_after_each_step_equals_one_fill(engine):
     ids = engine.tokenize(TEXT)
-    assert len(ids) > EAGER_LENS
     prefilled = engine.set_tokens(ids)
-    assert all(pos.lens is None for pos in prefilled.positions), "a long prefill leaves the lens for later"
-    stepped = engine.append(ids[3])  # one token: its lens at once, scored by the position before
-    assert stepped.positions[-1].lens is not None and stepped.positions[-1].lens.token_prob is not None
+    assert all(pos.lens is None for pos in prefilled.positions), "a prefill leaves the lens for later"
+    stepped = engine.append(ids[3])
+    assert stepped.positions[-1].lens is None, "a step returns its table first, without the lens"
+    filled = engine.fill_lens()  # then the lens of every position, the new one scored by the one before
+    assert filled.positions[-1].lens is not None and filled.positions[-1].lens.token_prob is not None
     engine.pop()
     engine.set_tokens(ids[:2])
-    engine.fill_lens()  # the two kept positions came from the prefill
+    engine.fill_lens()
     for token in ids[2:]:
-        by_steps = engine.append(token)
+        engine.append(token)
+        by_steps = engine.fill_lens()  # one position each time, scored with the kept lens before it
     engine.set_tokens(ids[:1])
     engine.set_tokens(ids)
     filled = engine.fill_lens()
@@ -194,5 +195,6 @@ def test_long_prefill_defers_the_lens_and_fill_equals_stepping(engine):
         if a.index:
             np.testing.assert_allclose(a.lens.token_prob, b.lens.token_prob, atol=1e-6)
             np.testing.assert_array_equal(a.lens.token_rank, b.lens.token_rank)
-    after = engine.append(ids[5])  # the lens buffer left by the fill scores the next token
+    engine.append(ids[5])
+    after = engine.fill_lens()  # the lens kept by the last fill scores the next token
     assert after.positions[-1].lens.token_prob[-1] == pytest.approx(after.positions[-1].token_prob, abs=1e-5)

@@ -71,7 +71,7 @@ async def check_settled(pilot, engine, errors_before: int) -> None:
     shown = branch.current is not None and branch.current.tokens == branch.tokens
     if shown:
         assert engine.snapshot().tokens == branch.tokens
-        assert list(app.query_one(PromptView)._texts) == engine.token_texts(list(branch.tokens))
+        assert list(app.query_one(PromptView).texts) == engine.token_texts(list(branch.tokens))
     else:
         assert error_notices(app) > errors_before, "a branch neither shown nor noticed"
 

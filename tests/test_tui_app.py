@@ -672,3 +672,106 @@ async def test_a_saved_prompt_given_at_start_opens_its_token_ids(tmp_path):
         await settle(pilot)
         assert app.branch.tokens == (BOS, *b"other text")
         assert any("re-tokenised" in n and "other.json" in n for n in notices(app))
+
+
+async def test_resizing_large_and_back_restores_the_layout(tmp_path):
+    app, _ = app_with(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        regions = lambda: {s: app.query_one(s).region for s in ("#side", "#prompt", "#legend", "#status")}
+        small = regions()
+        await pilot.resize_terminal(200, 50)
+        await settle(pilot)
+        large = regions()
+        assert large["#side"].width > small["#side"].width and large["#prompt"].width > small["#prompt"].width
+        await pilot.resize_terminal(80, 24)
+        await settle(pilot)
+        assert regions() == small
+        assert "Once upon a time" in prompt_plain(app) and "Once upon a time" in screen_text(app)
+
+
+async def test_help_scrolls_from_the_keyboard_at_80x24(tmp_path):
+    app, _ = app_with(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        scroll = app.screen.query_one("#help-scroll")
+        assert scroll.max_scroll_y > 0, "the help is longer than 80x24 shows"
+        assert "Cursor to the last token" not in screen_text(app)
+        await pilot.press("end")
+        await pilot.pause()
+        assert scroll.scroll_y == scroll.max_scroll_y
+        assert "SAE features" in screen_text(app)  # the last line of the views table
+        await pilot.press("home")
+        await pilot.pause()
+        assert scroll.scroll_y == 0
+        seen = set()
+        for _ in range(20):  # page by page, every command's line comes into view
+            seen |= set(screen_text(app).splitlines())
+            await pilot.press("pagedown")
+            await pilot.pause()
+        text = "\n".join(seen)
+        for command in COMMANDS:
+            assert command.description[:30] in text, command.id
+
+
+async def test_tab_focuses_the_view_panel_which_scrolls_both_ways(tmp_path):
+    app, _ = app_with(tmp_path, start_view="similarity")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        panel = app.query_one("#panel")
+        assert panel.display and (panel.max_scroll_y > 0 or panel.max_scroll_x > 0)
+        await pilot.press("tab")
+        await pilot.pause()
+        if app.focused is not panel:  # the prompt comes first in the focus order
+            await pilot.press("tab")
+            await pilot.pause()
+        assert app.focused is panel
+        await pilot.press("end")
+        await pilot.pause()
+        assert panel.scroll_y == panel.max_scroll_y
+        await pilot.press("pageup", "home")
+        await pilot.pause()
+        assert panel.scroll_y == 0
+        if panel.max_scroll_x > 0:
+            await pilot.press("right")
+            await pilot.pause()
+            assert panel.scroll_x > 0
+        cursor = app.branch.cursor
+        await pilot.press("escape")  # the keys go back to the explorer
+        await pilot.pause()
+        assert app.focused is None
+        await pilot.press("home")
+        assert app.branch.cursor == 0 != cursor
+
+
+async def test_palette_finds_views_and_parameters_and_lists_quit_once(tmp_path):
+    from token_explorer.tui.commands import ExplorerCommands
+
+    app, _ = app_with(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        provider = ExplorerCommands(app.screen)
+        names = [e.name for e in provider._entries()]
+        assert "view: entropy" in names and "view: similarity to cursor" in names
+        assert "similarity to cursor: next layer" in names
+        assert not any("attention" in n for n in names)  # unavailable on the fake engine
+        system = [c.title for c in app.get_system_commands(app.screen)]
+        assert names.count("Quit") + system.count("Quit") == 1
+        keys = {e.name: e.keys for e in provider._entries()}
+        assert keys["Append the selected candidate"] == "→, l"
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"view: entropy")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.view_id == "entropy"
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"similarity to cursor: previous layer")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.view_id == "similarity" and app.params["similarity"]["layer"] == 3

@@ -116,3 +116,28 @@ async def test_sae_view_p_cycles_dictionaries_and_rank_picks_features(tmp_path, 
         await pilot.press("greater_than_sign")
         await settle(pilot)
         assert app.params["sae"]["rank"] == 2 and "number 2 at the cursor" in screen_text(app)
+
+
+async def test_lens_view_after_steps_shows_the_table_first_then_fills_the_records(tmp_path, tiny_dirs):
+    engine = open_engine(str(tiny_dirs["llama"]), device="cpu", top_k=30)
+    settings = make_settings(tmp_path / "prompts")
+    app = make_app(settings, lambda progress: engine, initial_text="Once upon a time", start_view="lens")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        assert all(p.lens is not None for p in engine.snapshot().positions)  # the prefill's, filled once
+        for _ in range(3):
+            await pilot.press("l")
+            await settle(pilot)
+        snap = engine.snapshot()
+        assert snap.tokens == app.branch.tokens
+        assert all(p.lens is not None for p in snap.positions)  # the stepped positions too
+        fresh = open_engine(str(tiny_dirs["llama"]), device="cpu", top_k=30)
+        fresh.set_tokens(list(snap.tokens))
+        whole = fresh.fill_lens()  # one fill of the whole prompt, for comparison
+        for a, b in zip(snap.positions, whole.positions):
+            np.testing.assert_allclose(a.lens.entropy_bits, b.lens.entropy_bits, atol=1e-4)
+            if a.index:
+                np.testing.assert_allclose(a.lens.token_prob, b.lens.token_prob, atol=1e-5)
+        result = app._view_cache.get(app._view_key())
+        assert result is not None and not hasattr(result, "error")
+        np.testing.assert_allclose(result.prob[:, -1], snap.positions[-1].lens.token_prob, atol=1e-5)

@@ -1,4 +1,5 @@
-"""SVG snapshots of each light view, a heavy view and the help screen (fake engine, 100x30)."""
+"""SVG snapshots of each light view, a heavy view and the help screen (fake engine, 100x30), and of
+the main, heavy-view and help screens at 80x24 and 200x50 (keyboard-scrolled, resized and back)."""
 
 import pytest
 
@@ -49,3 +50,40 @@ def test_help_screen(snap_compare, tmp_path):
         await pilot.pause()
 
     assert snap_compare(_app(tmp_path, "plain"), terminal_size=SIZE, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)])
+def test_main_screen_small_and_large(snap_compare, tmp_path, size):
+    assert snap_compare(_app(tmp_path, "probability"), terminal_size=size, run_before=_settled)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)])
+def test_heavy_view_panel_focused(snap_compare, tmp_path, size):
+    async def run_before(pilot):
+        await _cursor_back(pilot)
+        await pilot.press("tab", "tab", "pagedown")
+        await pilot.pause()
+
+    assert snap_compare(_app(tmp_path, "similarity"), terminal_size=size, run_before=run_before)
+
+
+def test_help_screen_small_scrolled_to_the_end(snap_compare, tmp_path):
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        await pilot.press("end")
+        await pilot.pause()
+
+    assert snap_compare(_app(tmp_path, "plain"), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_resized_large_and_back(snap_compare, tmp_path):
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.resize_terminal(200, 50)
+        await settle(pilot)
+        await pilot.resize_terminal(80, 24)
+        await settle(pilot)
+
+    assert snap_compare(_app(tmp_path, "entropy"), terminal_size=(80, 24), run_before=run_before)

@@ -132,10 +132,17 @@ class Engine:
             self.session.pop()
             return self.snapshot()
 
-    def fill_lens(self) -> Snapshot:
-        """Compute the per-layer lens records a long prefill deferred; the snapshot with them."""
+    def fill_lens(self, cancelled: Callable[[], bool] | None = None) -> Snapshot:
+        """Compute the per-layer lens records that steps and prefills leave out; the snapshot with
+        them. ``cancelled`` is polled every few positions: when it returns True the fill stops with
+        ``Cancelled``, keeping the records done so far."""
+
+        def check() -> None:
+            if cancelled is not None and cancelled():
+                raise Cancelled()
+
         with self._lock:
-            self.session.fill_lens()
+            self.session.fill_lens(check)
             return self.snapshot()
 
     def sample(self, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,

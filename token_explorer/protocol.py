@@ -37,6 +37,10 @@ class EngineLike(Protocol):
         """Make ``ids`` the prompt, reusing the longest common prefix; runs only the rest, calling
         ``progress(done, total)`` as it goes."""
 
+    def fill_lens(self, cancelled: Callable[[], bool] | None = None) -> Snapshot:
+        """Compute the per-layer lens records steps and prefills leave out (cancellable, keeping
+        what is done); the snapshot with them."""
+
     def append(self, token_id: int) -> Snapshot:
         """Append one token: one single-token forward over the KV cache."""
 

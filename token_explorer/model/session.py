@@ -27,9 +27,10 @@ from .vocab import Vocab
 
 PREFILL_CHUNK = 256  # tokens per forward when many are added at once
 LENS_BUDGET = 1 << 24  # floats of (layers x positions x vocab) lens logits held at once
-EAGER_LENS = 16  # forwards adding at most this many tokens compute their lens at once; longer
-# prefills (a whole prompt or file) leave it to fill_lens, since on a CPU the lens costs several
-# decode steps per position
+FILL_BATCH = 4  # positions per batch of fill_lens, so that a step waits for at most four
+# The per-layer lens records are never computed by a step: a step returns the next-token table at
+# once and ``fill_lens`` adds the lens afterwards, when something needs it (on a CPU the lens of
+# one position costs about half a decode step, and a whole prefill's several decode steps each).
 
 
 class Session:
@@ -54,7 +55,7 @@ class Session:
         self.queries = GrowBuffer(dim=2)  # (L, H, n, hd)
         self.attention_meta: dict[int, AttentionMeta] = {}
         self._last_logits: torch.Tensor | None = None  # (V,) at the last position
-        self._last_lens: torch.Tensor | None = None  # (L+1, V) lens log-probs at the last position
+        self._lens_at: tuple[int, torch.Tensor] | None = None  # (position, its (L+1, V) lens log-probs)
 
     # -- public operations -------------------------------------------------------------------
     def set_tokens(self, ids: Sequence[int], progress: Callable[[int, int], None] | None = None) -> None:
@@ -117,7 +118,8 @@ class Session:
         self.resid.truncate(min(keep, self.resid.length))
         self.queries.truncate(min(keep, self.queries.length))
         self._last_logits = None
-        self._last_lens = None
+        if self._lens_at is not None and self._lens_at[0] >= keep:
+            self._lens_at = None
 
     def _crop_cache(self, keep: int) -> None:
         """Keep the first ``keep`` positions of the KV cache (no forward unless a window overflowed)."""
@@ -166,8 +168,6 @@ class Session:
             reserve(self.cache, total)
         if self.tokens:  # the distribution that scores the first new token, before captures grow
             self.last_logits()
-            if self.lens_on and self._last_lens is None:
-                self._last_lens = layer_logprobs(self.unembed(self.resid.view()[:, -1]))
         for start in range(0, len(ids), PREFILL_CHUNK):
             chunk = ids[start : start + PREFILL_CHUNK]
             logits, resid, queries = self._forward(chunk)  # (m, V), (L+1, m, d), (L, H, m, hd)
@@ -194,8 +194,6 @@ class Session:
         targets = torch.tensor(chunk[skip:], device=logits.device, dtype=torch.long)
         tok = token_stats(scored, targets) if len(targets) else None  # a lone first token has no prefix
         nxt = next_stats(logits, self.top_k, self.temperature)
-        eager = self.lens_on and m <= EAGER_LENS
-        lens = self._lens_range(n0, self.tokens + chunk, self._last_lens)[0] if eager else [None] * m
         for j, token_id in enumerate(chunk):
             first, t = j < skip, j - skip
             self.positions.append(Position(
@@ -210,17 +208,15 @@ class Session:
                 entropy_bits=float(nxt.entropy_bits[j]), energy=float(nxt.energy[j]),
                 temperature=self.temperature,
                 logit_mean=float(nxt.logit_mean[j]), logit_std=float(nxt.logit_std[j]),
-                lens=lens[j],
             ))
         self.tokens.extend(chunk)
         self._last_logits = logits[-1]
-        if not eager:
-            self._last_lens = None  # recomputed from the captures when the next token needs it
 
     def fill_lens(self, check: Callable[[], None] = lambda: None) -> None:
-        """Compute the lens records that a long prefill left out (each once); ``check`` runs
-        between batches and may raise to stop, keeping what is done."""
-        if self.unembed is None:
+        """Compute the lens records that steps and prefills left out (each once); ``check`` runs
+        between batches and may raise to stop, keeping what is done. After a step this is one
+        position, scored with the lens of the position before it, kept from the previous fill."""
+        if not self.lens_on:
             return
         i, n = 0, len(self.positions)
         while i < n:
@@ -230,10 +226,16 @@ class Session:
             stop = i
             while stop < n and self.positions[stop].lens is None:
                 stop += 1
-            prev = None if i == 0 else layer_logprobs(self.unembed(self.resid.view()[:, i - 1]))
-            for start in range(i, stop, self._lens_batch()):
+            if i == 0:
+                prev = None
+            elif self._lens_at is not None and self._lens_at[0] == i - 1:
+                prev = self._lens_at[1]
+            else:
+                prev = layer_logprobs(self.unembed(self.resid.view()[:, i - 1]))
+            batch = min(self._lens_batch(), FILL_BATCH)
+            for start in range(i, stop, batch):
                 check()
-                end = min(stop, start + self._lens_batch())
+                end = min(stop, start + batch)
                 stats, prev = self._lens_range(start, self.tokens, prev, end)
                 for j, lens in enumerate(stats, start):
                     self.positions[j] = dataclasses.replace(self.positions[j], lens=lens)
@@ -247,8 +249,8 @@ class Session:
                     stop: int | None = None) -> tuple[list[LensStats], torch.Tensor | None]:
         """Lens records of positions ``start..stop`` (default: to the end of ``tokens``), in batches
         that bound memory, and the lens log-probs (L+1, V) of position ``stop - 1``. ``prev``: those
-        of ``start - 1``, which score the token at ``start``. At the end of the prompt the last
-        log-probs also stay in ``_last_lens``."""
+        of ``start - 1``, which score the token at ``start``. The last log-probs stay in ``_lens_at``
+        for the next fill."""
         assert self.unembed is not None
         resid = self.resid.view()  # (L+1, n, d)
         stop = len(tokens) if stop is None else stop
@@ -266,8 +268,7 @@ class Session:
                 prev = here
         if prev is not None:
             prev = prev.clone()  # detach from the batch
-            if stop == len(tokens):
-                self._last_lens = prev
+            self._lens_at = (stop - 1, prev)
         return out, prev
 
     def last_logits_size(self) -> int:

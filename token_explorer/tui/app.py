@@ -74,6 +74,7 @@ class TokenExplorerApp(App):
     #left { width: 1fr; }
     #prompt { height: 1fr; border: round $primary; padding: 0 1; }
     #panel { height: auto; max-height: 50%; border: round $secondary; padding: 0 1; display: none; }
+    #prompt:focus, #panel:focus { border: double $accent; }
     #side { width: 40; border: round $primary; }
     #candidates { height: 1fr; scrollbar-size-vertical: 1; overflow-x: hidden; }
     #legend { height: 2; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
@@ -118,6 +119,8 @@ class TokenExplorerApp(App):
         self.lane = Lane()
         self._key_time: float | None = None  # arrival of the key being dispatched
         self._removed: tuple[int, Branch] | None = None  # the last removed branch, for undo
+        self._width = 80  # the terminal's width, kept from the last resize event
+        self._lens_filled: tuple[int, ...] | None = None  # tokens whose lens records are all filled
         self._engine_tokens: tuple[int, ...] | None = None
         self._sync_failed: tuple[int, tuple[int, ...]] | None = None
         # heavy views
@@ -156,11 +159,14 @@ class TokenExplorerApp(App):
             self.notify(f"[keymap] {name}: no such binding id; see the help screen (?) for the ids",
                         severity="warning", markup=False)
         self.set_keymap({k: v for k, v in self.keymap.items() if k not in unknown})
+        self._width = self.size.width
         self._fit_side()
         self.push_screen(LoadingScreen(str(self.settings.model.name)))
         self._load(self.engine_factory)
 
-    def on_resize(self) -> None:
+    def on_resize(self, event: events.Resize) -> None:
+        # runs before App's own resize handler, so ``self.size`` still holds the old size here
+        self._width = event.size.width
         self._fit_side()
         self._refresh()
 
@@ -170,7 +176,7 @@ class TokenExplorerApp(App):
     @property
     def _side_width(self) -> int:
         """Width of the candidates panel: wider on wide terminals and with the z column."""
-        return (40 if self.size.width < 120 else 56) + (4 if self.show_z else 0)
+        return (40 if self._width < 120 else 56) + (4 if self.show_z else 0)
 
     # ------------------------------------------------------------ loading
 
@@ -227,6 +233,10 @@ class TokenExplorerApp(App):
             self.pop_screen()
         self.refresh_bindings()
         self._refresh()
+
+    def get_system_commands(self, screen):
+        """Textual's own palette commands, less its Quit (the bindings table has one)."""
+        return (c for c in super().get_system_commands(screen) if c.title != "Quit")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in _NEEDS_ENGINE and self.engine is None:
@@ -305,6 +315,8 @@ class TokenExplorerApp(App):
                 self.notify("the prompt keeps at least one token", severity="warning")
         if job is None and need_sync and self._sync_failed != (b.id, b.tokens):
             job = Job(b.id, b.tokens, sync=b.tokens)
+        if job is None and self._needs_lens(b):
+            job = Job(b.id, b.tokens, fill=True)
         if job is None:
             self._request_view()
             self._refresh_status()
@@ -314,11 +326,21 @@ class TokenExplorerApp(App):
         self._run_job(self.engine, job)
         self._refresh_status()
 
+    def _needs_lens(self, b: Branch) -> bool:
+        """The logit-lens view is shown and the engine's lens records of this branch are incomplete
+        (steps leave them out): fill them on the lane, after the steps, before the view."""
+        if self.view.analysis != LENS_VIEW or b.current is None or self._engine_tokens != b.tokens:
+            return False
+        if unavailable_reason(self.view, self.analyses) is not None or self._lens_filled == b.tokens:
+            return False
+        return any(p.lens is None for p in b.current.snapshot.positions)
+
     @work(thread=True, exit_on_error=False, group="engine")
     def _run_job(self, engine: EngineLike, job: Job) -> None:
         start = time.perf_counter()
         try:
-            frame = run_job(engine, job, self.settings.display.tokens_to_show)
+            # a fill gives way to any step the user asks for meanwhile
+            frame = run_job(engine, job, self.settings.display.tokens_to_show, stop=lambda: bool(self.lane.steps))
         except Exception as e:  # noqa: BLE001 - becomes a notice; the branch keeps its tokens
             self.post_message(m.JobFailed(job, one_line(e)))
             return
@@ -330,6 +352,11 @@ class TokenExplorerApp(App):
         if job.step is not None:
             self.lane.finished(job.step, message.seconds)
         self._engine_tokens = frame.tokens
+        if job.fill:  # the records live in the engine; the frame on screen stays, selection and all
+            if all(p.lens is not None for p in frame.snapshot.positions):
+                self._lens_filled = frame.tokens
+            self._pump()
+            return
         for i, b in enumerate(self.branches):
             if b.id != job.branch_id:
                 continue
@@ -346,12 +373,14 @@ class TokenExplorerApp(App):
         self._inflight = None
         if job.step is not None:
             self.lane.finished(job.step, 0.0)
-        dropped = self.lane.clear()
+        dropped = 0 if job.fill else self.lane.clear()
         self._engine_tokens = None  # unknown: the next job syncs first
-        if job.step is None:
+        if job.fill:
+            self._lens_filled = job.base  # not retried: the lens view computes what it needs itself
+        elif job.step is None:
             self._sync_failed = (job.branch_id, job.base)
-        what = {"append": "append", "pop": "pop", None: "running the prompt"}[job.step]
-        more = f"; {plural(dropped, 'pending step')} dropped" if dropped else ""
+        what = "filling the lens records" if job.fill else {"append": "append", "pop": "pop", None: "running the prompt"}[job.step]
+        more = f"; {plural(dropped, 'queued step')} dropped" if dropped else ""
         self.notify(f"{what} failed: {message.error}{more}", severity="error", markup=False)
         self._refresh()
         self._pump()
@@ -388,6 +417,9 @@ class TokenExplorerApp(App):
             return
         if self._inflight is not None or self.lane.steps:
             return  # steps first; asked again when the lane is idle
+        if self._needs_lens(self.branch):
+            self._pump()  # the lens records first; asked again when the lane is idle
+            return
         view = self.view
         if unavailable_reason(view, self.analyses) is not None:
             return
@@ -531,7 +563,7 @@ class TokenExplorerApp(App):
             colouring, rendering = self._colouring(frame)
             texts = [p.text for p in frame.snapshot.positions]
             prompt.show(texts, colouring.styles, b.cursor if self.show_cursor else None)
-            self.query_one(Legend).update(legend(self.view.title, colouring, self.size.width - 2))
+            self.query_one(Legend).update(legend(self.view.title, colouring, self._width - 2))
             if rendering is not None:
                 value = float(rendering.values[b.cursor]) if b.cursor < len(rendering.values) else math.nan
                 line = detail(frame.snapshot, b.cursor, self.view.title, value, rendering.scale.unit)
@@ -613,6 +645,8 @@ class TokenExplorerApp(App):
             table.action_cursor_down()
 
     def action_drop_pending(self) -> None:
+        """Esc: drop the queued steps and give the keys back from a focused panel."""
+        self.set_focus(None)
         dropped = self._drop_steps()
         if dropped:
             self.notify(f"dropped {plural(dropped, 'queued step')}", markup=False)
@@ -789,6 +823,16 @@ class TokenExplorerApp(App):
             return
         self._before_lens = self.view_id
         self._show_view(LENS_VIEW)
+
+    def action_show_view(self, view_id: str) -> None:
+        """Show a view by id (from the command palette)."""
+        if view_id != self.view_id:
+            self._show_view(view_id)
+
+    def action_view_param(self, view_id: str, role: str, delta: int) -> None:
+        """Show a view and step its parameter of ``role`` (mode, layer, pick) (from the command palette)."""
+        self.action_show_view(view_id)
+        self._step(role, role, delta)
 
     def _spec(self):
         view = self.view

@@ -29,7 +29,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("table_down", "down,j", "Select the candidate below", "table_down", group="candidates"),
     Command("append", "right,l", "Append the selected candidate", "append", footer="append", group="stepping"),
     Command("pop", "left,h", "Remove the last token", "pop", footer="pop", group="stepping"),
-    Command("drop_pending", "escape", "Drop the queued steps", "drop_pending", group="stepping"),
+    Command("drop_pending", "escape", "Drop the queued steps (and leave a focused panel)", "drop_pending", group="stepping"),
     Command("reset", "ctrl+r", "Reset this branch to the starting prompt", "reset", group="stepping"),
     Command("branch_copy", "d", "Copy this prompt into a new branch", "branch_copy", footer="branch", group="branches"),
     Command("branch_remove", "a", "Remove this branch", "branch_remove", group="branches"),
@@ -56,6 +56,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("word_prev", "left_curly_bracket,ctrl+b", "Cursor to the previous word", "word_prev", group="cursor"),
     Command("cursor_start", "home,0,ctrl+0", "Cursor to the first token", "cursor_start", group="cursor"),
     Command("cursor_end", "end,dollar_sign,ctrl+dollar_sign", "Cursor to the last token", "cursor_end", group="cursor"),
+    Command("focus_next", "tab", "Focus the next panel, to scroll it with the arrow, page and home/end keys",
+            "focus_next", group="panels"),
+    Command("focus_prev", "shift+tab", "Focus the previous panel", "focus_previous", group="panels"),
     Command("help", "question_mark,f1", "Keys and views", "help", footer="help", group="app"),
     Command("quit", "q,ctrl+q", "Quit", "quit", footer="quit", group="app"),
 )

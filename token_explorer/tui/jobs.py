@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from token_explorer.errors import UserError
+from token_explorer.errors import Cancelled, UserError
 from token_explorer.protocol import EngineLike
 from token_explorer.results import Snapshot
 
@@ -18,7 +18,8 @@ class Job:
     """One trip through the serial engine lane for one branch.
 
     ``base`` is the branch's tokens when the job started; ``sync`` (if set) is handed to
-    ``set_tokens`` first, then the optional ``step`` runs.
+    ``set_tokens`` first, then the optional ``step`` runs. A ``fill`` job computes the lens records
+    the steps left out (for the logit-lens view), and stops early when ``stop()`` turns True.
     """
 
     branch_id: int
@@ -26,6 +27,7 @@ class Job:
     sync: tuple[int, ...] | None = None
     step: Literal["append", "pop"] | None = None
     token: int | None = None
+    fill: bool = False
 
 
 def frame_of(engine: EngineLike, snapshot: Snapshot, rows: int) -> Frame:
@@ -34,11 +36,16 @@ def frame_of(engine: EngineLike, snapshot: Snapshot, rows: int) -> Frame:
     return Frame(snapshot, tuple(engine.token_texts(ids)) if ids else ())
 
 
-def run_job(engine: EngineLike, job: Job, rows: int) -> Frame:
-    """Run ``job`` on the engine and return the resulting frame."""
+def run_job(engine: EngineLike, job: Job, rows: int, stop: Callable[[], bool] = lambda: False) -> Frame:
+    """Run ``job`` on the engine and return the resulting frame (``stop`` ends a fill early)."""
     snapshot = None
     if job.sync is not None:
         snapshot = engine.set_tokens(list(job.sync))
+    if job.fill:
+        try:
+            snapshot = engine.fill_lens(stop)
+        except Cancelled:
+            snapshot = engine.snapshot()
     if job.step == "append":
         assert job.token is not None, "append needs a token"
         snapshot = engine.append(job.token)

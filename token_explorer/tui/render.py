@@ -192,8 +192,8 @@ def _split_cells(text: str, cells: int) -> tuple[str, str]:
 def legend(title: str, colouring: Colouring, width: int) -> Text:
     """Two lines: the view and what the colour means, then the colour bar with its range."""
     text = Text(end="")
-    text.append(f"{title}: ", Style(bold=True))
-    text.append(colouring.caption)
+    text.append(f"{printable(title)}: ", Style(bold=True))
+    text.append(printable(colouring.caption))
     text.append("\n")
     scale = colouring.scale
     if scale is not None:
@@ -205,7 +205,7 @@ def legend(title: str, colouring: Colouring, width: int) -> Text:
         if scale.lo < 0 < scale.hi:
             text.append("  (grey = 0)")
     if colouring.note:
-        text.append("  " + colouring.note)
+        text.append("  " + printable(colouring.note))
     if colouring.missing:
         text.append("   ")
         text.append("unavailable", UNAVAILABLE)
@@ -245,7 +245,7 @@ def detail(
     text.append("  │ next: ")
     text.append(f"H {p.entropy_bits:.3f} bits  F {p.energy:.3f} nats (T={p.temperature:g})")
     if view_title is not None:
-        text.append(f"  │ {view_title} ")
+        text.append(f"  │ {printable(view_title)} ")
         if value is None or not math.isfinite(value):
             text.append("n/a", UNAVAILABLE)
         else:

@@ -18,10 +18,14 @@ from ..views import VIEWS, unavailable_reason
 
 
 class HelpScreen(ModalScreen[None]):
-    """Every command with its current keys, and which views this engine offers."""
+    """Every command with its current keys, and which views this engine offers; scrolls with the
+    arrow, page and home/end keys (and j / k)."""
 
+    AUTO_FOCUS = "#help-scroll"
     BINDINGS = [
         Binding("escape,q,question_mark,f1", "dismiss", "close", show=False),
+        Binding("j", "scroll('down')", "scroll down", show=False),
+        Binding("k", "scroll('up')", "scroll up", show=False),
     ]
 
     DEFAULT_CSS = """
@@ -36,11 +40,15 @@ class HelpScreen(ModalScreen[None]):
         self.analyses = analyses
 
     def compose(self) -> ComposeResult:
-        scroll = VerticalScroll()
-        scroll.border_title = "keys (esc closes)"
+        scroll = VerticalScroll(id="help-scroll")
+        scroll.border_title = "keys (esc closes; ↑ ↓ pgup pgdn home end scroll)"
         with scroll:
             yield Static(self.keys_table(), id="help-keys")
             yield Static(self.views_table(), id="help-views")
+
+    def action_scroll(self, direction: str) -> None:
+        scroll = self.query_one("#help-scroll", VerticalScroll)
+        scroll.scroll_down(animate=False) if direction == "down" else scroll.scroll_up(animate=False)
 
     def keys_table(self) -> Table:
         table = Table(box=None, expand=True, show_header=True, padding=(0, 1))

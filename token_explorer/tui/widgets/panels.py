@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import RenderableType
 from rich.text import Text
-from textual.containers import VerticalScroll
+from textual.containers import ScrollableContainer
 from textual.widgets import Static
 
 
@@ -20,12 +20,13 @@ class Detail(Static):
     """The token at the cursor, from its record."""
 
 
-class ViewPanel(VerticalScroll, can_focus=False):
-    """A heavy view's tables and heatmap; hidden when the view has none."""
+class ViewPanel(ScrollableContainer, can_focus=True):
+    """A heavy view's tables and heatmap; hidden when the view has none. Focus it (tab) to scroll
+    it both ways with the arrow, page and home/end keys; esc gives the keys back."""
 
     DEFAULT_CSS = """
-    ViewPanel { overflow-x: hidden; scrollbar-size-vertical: 1; }
-    ViewPanel > Static { width: 100%; text-wrap: nowrap; text-overflow: ellipsis; }
+    ViewPanel { overflow-x: auto; overflow-y: auto; scrollbar-size-vertical: 1; scrollbar-size-horizontal: 1; }
+    ViewPanel > Static { width: auto; text-wrap: nowrap; }
     """
 
     def compose(self):

@@ -1,94 +1,157 @@
-"""The prompt as coloured token spans, wrapped at token boundaries, scrolled to keep the cursor in view."""
+"""The prompt as coloured token spans, wrapped at token boundaries, scrolled to keep the cursor in view.
+
+Drawn line by line (Textual's line API): only the visible lines are rendered, a step re-wraps only
+the new token (``wrap.Wrap``), a cursor move redraws the lines of two tokens, and a recolouring
+redraws what is visible.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich.style import Style as RichStyle
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
-from textual.containers import VerticalScroll
-from textual.content import Content, Span
-from textual.style import Style
-from textual.widgets import Static
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
-from ..render import PromptLayout, layout_prompt
+from ..render import CURSOR
+from ..wrap import Wrap
 
 
-class PromptView(VerticalScroll, can_focus=False):
-    """Shows the prompt. Lays it out again only when tokens, colours or width change; a cursor move
-    re-styles one token."""
+class PromptView(ScrollView, can_focus=True):
+    """Shows the prompt; focus it (tab) to scroll it with the keys, esc gives the keys back."""
+
+    BINDINGS = [
+        Binding("up", "scroll_up", "scroll up", show=False),
+        Binding("down", "scroll_down", "scroll down", show=False),
+        Binding("pageup", "page_up", "page up", show=False),
+        Binding("pagedown", "page_down", "page down", show=False),
+        Binding("home", "scroll_home", "top", show=False),
+        Binding("end", "scroll_end", "bottom", show=False),
+    ]
 
     DEFAULT_CSS = """
     PromptView { scrollbar-gutter: stable; scrollbar-size-vertical: 1; overflow-x: hidden; }
-    PromptView > Static { width: 100%; }
     """
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self._texts: Sequence[str] = ()
-        self._styles: Sequence[RichStyle] = ()
+        self._styles: Sequence[Style] = ()
         self._cursor: int | None = None
         self._message: Text | None = Text("loading…")
-        self._layout: PromptLayout | None = None
-        self._width = 0
-        self._converted: dict[RichStyle, Style] = {}
+        self._message_lines: list[Strip] = []
+        self._wrap = Wrap(80)
+        self._strips: dict[int, Strip] = {}  # drawn lines, by line number
 
-    def compose(self):
-        yield Static(id="prompt-text")
+    @property
+    def texts(self) -> list[str]:
+        """The token texts on screen (none while a message shows)."""
+        return [] if self._message is not None else list(self._wrap.texts)
 
     @property
     def rendered(self) -> Text:
-        """What is on screen, as Rich Text (for tests)."""
-        if self._message is not None or self._layout is None:
-            return self._message or Text()
-        return self._layout.text(self._cursor)
+        """The whole prompt as Rich Text with its colours and the cursor (for tests)."""
+        if self._message is not None:
+            return self._message
+        text = Text(end="")
+        for y, line in enumerate(self._wrap.lines):
+            if y:
+                text.append("\n")
+            for token, piece in line:
+                text.append(piece, self._token_style(token))
+        return text
 
-    def show(self, texts: Sequence[str], styles: Sequence[RichStyle], cursor: int | None) -> None:
-        """Draw these tokens; ``cursor`` is marked unless None."""
-        if texts is not self._texts or styles is not self._styles or self._message is not None:
-            self._layout = None
-        self._texts, self._styles, self._cursor, self._message = texts, styles, cursor, None
-        self._draw()
+    def show(self, texts: Sequence[str], styles: Sequence[Style], cursor: int | None) -> None:
+        """Draw these tokens with these styles; ``cursor`` is marked unless None."""
+        was_message = self._message is not None
+        self._message = None
+        lo, hi = self._wrap.sync(texts)
+        old_cursor, self._cursor = self._cursor, cursor
+        if styles is not self._styles or was_message:
+            self._styles = styles
+            self._strips.clear()
+            self._changed(0, len(self._wrap.lines), resized=hi > lo or was_message)
+        else:
+            if hi > lo:
+                self._forget(range(lo, hi))
+                self._changed(lo, hi, resized=True)
+            if old_cursor != cursor:
+                for token in (old_cursor, cursor):
+                    if token is not None:
+                        lines = self._wrap.lines_of(token)
+                        self._forget(lines)
+                        self._changed(lines.start, lines.stop)
+        if cursor is not None and cursor != old_cursor or hi > lo:
+            self.call_after_refresh(self._reveal)
 
     def show_message(self, message: Text) -> None:
         """Draw a message instead of the prompt (e.g. while the first snapshot is computed)."""
         self._message = message
-        self._layout = None
-        self._draw()
+        self._message_lines = []
+        self._strips.clear()
+        self.virtual_size = Size(self._content_width(), 1)
+        self.refresh()
+
+    # ------------------------------------------------------------ drawing
+
+    def _content_width(self) -> int:
+        return max(self.scrollable_content_region.width, 4) if self.is_mounted else 80
 
     def on_resize(self) -> None:
-        self._draw()
-
-    def _draw(self) -> None:
-        if not self.is_mounted:
-            return
-        width = self.scrollable_content_region.width
-        if width <= 0:
-            return
-        static = self.query_one("#prompt-text", Static)
-        if self._message is not None:
-            static.update(self._message)
-            return
-        if self._layout is None or width != self._width:
-            self._layout = layout_prompt(self._texts, self._styles, width)
-            self._width = width
-        spans = [Span(s, e, self._style(style)) for s, e, style in self._layout.styled_runs(self._cursor)]
-        static.update(Content(self._layout.plain, spans, strip_control_codes=False))
+        width = self._content_width()
+        if width != self._wrap.width:
+            texts = list(self._wrap.texts)
+            self._wrap = Wrap(width)
+            self._wrap.sync(texts)
+            self._strips.clear()
+            self._message_lines = []
+        self._changed(0, len(self._wrap.lines), resized=True)
         if self._cursor is not None:
-            self.call_after_refresh(self._reveal, self._layout.line_of(self._cursor))
+            self.call_after_refresh(self._reveal)
 
-    def _style(self, style: RichStyle) -> Style:
-        """The Textual style of a Rich style, converted once."""
-        converted = self._converted.get(style)
-        if converted is None:
-            converted = self._converted[style] = Style.from_rich_style(style)
-        return converted
+    def _changed(self, lo: int, hi: int, resized: bool = False) -> None:
+        if resized:
+            self.virtual_size = Size(self._wrap.width, len(self._wrap.lines))
+        top = self.scroll_offset.y
+        if hi <= top or lo >= top + self.size.height:
+            return
+        self.refresh_lines(lo, hi - lo)
 
-    def _reveal(self, line: int) -> None:
-        """Scroll so that ``line`` is visible."""
+    def _forget(self, lines: range) -> None:
+        for y in lines:
+            self._strips.pop(y, None)
+
+    def _token_style(self, token: int) -> Style:
+        style = self._styles[token] if token < len(self._styles) else Style()
+        return style + CURSOR if token == self._cursor else style
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        line = self.scroll_offset.y + y
+        base = self.rich_style
+        if self._message is not None:
+            if not self._message_lines:
+                lines = self._message.wrap(self.app.console, max(width, 4))
+                self._message_lines = [Strip(list(text.render(self.app.console))) for text in lines]
+            strip = self._message_lines[line] if line < len(self._message_lines) else Strip([])
+            return strip.apply_style(base).crop_extend(0, width, base)
+        strip = self._strips.get(line)
+        if strip is None:
+            if line >= len(self._wrap.lines):
+                return Strip.blank(width, base)
+            segments = [Segment(piece, base + self._token_style(token)) for token, piece in self._wrap.lines[line]]
+            strip = self._strips[line] = Strip(segments).crop_extend(0, width, base)
+        return strip
+
+    def _reveal(self) -> None:
+        """Scroll so that the cursor's line (else the end) is visible."""
+        target = self._wrap.line_of(self._cursor) if self._cursor is not None else len(self._wrap.lines) - 1
         height = self.scrollable_content_region.height
         top = self.scroll_y
-        if line < top:
-            self.scroll_to(y=line, animate=False)
-        elif line >= top + height:
-            self.scroll_to(y=line - height + 1, animate=False)
+        if target < top:
+            self.scroll_to(y=target, animate=False, immediate=True, force=True)
+        elif target >= top + height:
+            self.scroll_to(y=target - height + 1, animate=False, immediate=True, force=True)
