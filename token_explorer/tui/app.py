@@ -910,6 +910,8 @@ class TokenExplorerApp(App):
 
     async def action_quit(self) -> None:
         """Quit; the return code is 1 when the model failed to load."""
+        if self.engine is not None:
+            self.engine.cancel_analyses()  # a running analysis stops at its next check
         self.exit(return_code=1 if self.load_error else 0)
 
 

@@ -75,11 +75,6 @@ class Scale:
         return self.gradient.style_at(t)
 
 
-def gradient_for(lo: float, hi: float) -> Gradient:
-    """Diverging colours for a range symmetric about zero, sequential otherwise."""
-    return DIVERGING if lo < 0 < hi and math.isclose(-lo, hi, rel_tol=1e-6) else PLASMA
-
-
 PERCENTILES = (2.0, 98.0)  # a robust scale spans these percentiles of the values it colours
 
 
@@ -95,7 +90,7 @@ def fit_scale(kind: str, values, unit: str, *, skip_first: bool = False, top: fl
     """The colour scale of ``kind`` for ``values`` (NaN ignored).
 
     ``probability`` 0..1 and ``bits`` 0..``top`` are absolute; ``cosine`` is −1..1; ``signed`` is
-    symmetric about 0 at the 98th percentile of |value|; ``positive`` spans the 2nd..98th
+    symmetric about 0 at the 98th percentile of |value|; ``fitted`` spans the 2nd..98th
     percentiles. With ``skip_first`` position 0 (attention sinks, massive activations) does not
     shape a fitted scale. Values outside are clipped for colour only.
     """
