@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import RenderableType
+from rich.measure import Measurement
 from rich.text import Text
 from textual.containers import ScrollableContainer
 from textual.widgets import Static
@@ -33,5 +34,11 @@ class ViewPanel(ScrollableContainer, can_focus=True):
         yield Static(id="panel-body")
 
     def show(self, renderable: RenderableType | None) -> None:
+        """Show ``renderable`` at its natural width (tables are not squeezed: scroll sideways)."""
         self.display = renderable is not None
-        self.query_one("#panel-body", Static).update(renderable if renderable is not None else Text())
+        body = self.query_one("#panel-body", Static)
+        if renderable is not None and self.is_mounted:
+            console = self.app.console
+            natural = Measurement.get(console, console.options.update(max_width=1000), renderable).maximum
+            body.styles.width = max(natural, 1)
+        body.update(renderable if renderable is not None else Text())
