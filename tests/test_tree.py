@@ -186,3 +186,22 @@ def test_the_root_cannot_be_removed_and_an_empty_path_is_refused():
 def test_a_bad_tree_is_refused_with_what_is_wrong(bad, where):
     with pytest.raises(ValueError, match=where.replace("[", r"\[").replace("]", r"\]")):
         Tree.from_dict(bad)
+
+
+def test_moves_to_parent_child_and_siblings():
+    tree = Tree()
+    tree.add([1, 2, 3, 4])
+    tree.add([1, 2, 7, 8])
+    tree.add([1, 2, 9])
+    assert tree.to_parent([1, 2, 7, 8]) == (1, 2)
+    assert tree.to_parent([1, 2, 7]) == (1, 2)  # inside a node: its fork
+    assert tree.to_parent([1, 2]) is None  # top level
+    assert tree.to_child([1, 2]) == (1, 2, 9)  # visited last
+    tree.visit([1, 2, 3])
+    assert tree.to_child([1, 2]) == (1, 2, 3, 4)
+    assert tree.to_child([1]) == (1, 2)  # inside a node: its end
+    assert tree.to_child([1, 2, 9]) is None
+    assert tree.to_sibling([1, 2, 3, 4], 1) == (1, 2, 7, 8)
+    assert tree.to_sibling([1, 2, 3], -1) == (1, 2, 9)  # wraps around
+    assert tree.to_sibling([1, 2], 1) is None
+    assert tree.to_parent([5]) is None and tree.to_child([5]) is None and tree.to_sibling([5], 1) is None

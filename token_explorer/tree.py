@@ -140,6 +140,37 @@ class Tree:
             return None
         return sum(math.log(p) if p > 0 else -math.inf for p in probs)  # type: ignore[arg-type]
 
+    # ------------------------------------------------------------ moving (path in, path out)
+
+    def to_parent(self, tokens: Sequence[int]) -> tuple[int, ...] | None:
+        """The path where the node at ``tokens`` forks off its parent; None at the top level."""
+        node = self.locate(tokens)
+        if node is None or self.nodes[node].parent in (None, self.ROOT):
+            return None
+        return self.path(self.nodes[node].parent)  # type: ignore[arg-type]
+
+    def to_child(self, tokens: Sequence[int]) -> tuple[int, ...] | None:
+        """From inside a node, its end; from a node's end, the end of its last-visited child; None at
+        a leaf's end."""
+        node = self.locate(tokens)
+        if node is None:
+            return None
+        if len(tokens) < self.nodes[node].end:
+            return self.path(node)
+        child = self.last_child(node)
+        return None if child is None else self.path(child)
+
+    def to_sibling(self, tokens: Sequence[int], delta: int) -> tuple[int, ...] | None:
+        """The end of the sibling ``delta`` places after the node at ``tokens`` (wrapping around);
+        None when it has no siblings."""
+        node = self.locate(tokens)
+        if node is None or node == self.ROOT:
+            return None
+        siblings = self.siblings(node)
+        if len(siblings) < 2:
+            return None
+        return self.path(siblings[(siblings.index(node) + delta) % len(siblings)])
+
     def __len__(self) -> int:
         """Number of nodes, the root included."""
         return len(self.nodes)

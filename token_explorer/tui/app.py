@@ -20,6 +20,7 @@ from token_explorer.errors import Cancelled, UserError
 from token_explorer.printable import printable
 from token_explorer.prompts import SavedPrompt, save_prompt
 from token_explorer.protocol import EngineLike
+from token_explorer.tree import Removal, Tree
 
 from . import messages as m
 from .bindings import COMMANDS, READY_ONLY_EXEMPT, textual_bindings, unknown_ids
@@ -39,6 +40,7 @@ from .render import (
 from .screens.browser import PromptBrowser
 from .screens.help import HelpScreen
 from .screens.loading import LoadingScreen
+from .screens.tree import TreeScreen
 from .lane import Lane, StepKind
 from .state import LRU, Branch, Frame, next_word, plural, prev_word
 from .views import LENS_VIEW, VIEW_IDS, VIEWS, View, cycle, heavy_views, unavailable_reason, view_by_id
@@ -120,6 +122,11 @@ class TokenExplorerApp(App):
         self.lane = Lane()
         self._key_time: float | None = None  # arrival of the key being dispatched
         self._removed: tuple[int, Branch] | None = None  # the last removed branch, for undo
+        # the branch tree: every path visited on any branch, and the frames recently shown
+        self.branch_tree = Tree()
+        self._tree_removed: list[Removal] = []
+        self._tree_noted: tuple[int, ...] | None = None  # the current path last visited in the tree
+        self._frames = LRU(32)  # token ids -> Frame, so a node opened again shows at once
         self._width = 80  # the terminal's width, kept from the last resize event
         self._lens_filled: tuple[int, ...] | None = None  # tokens whose lens records are all filled
         self._engine_tokens: tuple[int, ...] | None = None
@@ -130,7 +137,7 @@ class TokenExplorerApp(App):
         self._view_partial: tuple[Hashable, Any] | None = None  # the running view's on-screen part
         self._view_progress: tuple[Hashable, int, int] | None = None  # (key, done, total)
         self._rendering_memo: tuple[tuple[Any, ...], HeavyRendering] | None = None
-        self._table_shown: tuple[Frame, tuple[bool, int]] | None = None  # (frame, options) in the table
+        self._table_shown: tuple[Frame, tuple[Any, ...]] | None = None  # (frame, options) in the table
         self._colouring_memo: tuple[tuple[Any, str, Any], Colouring] | None = None
 
     # ------------------------------------------------------------ layout
@@ -224,6 +231,7 @@ class TokenExplorerApp(App):
         self.views = heavy_views(self.specs)
         self.start = message.start
         self._engine_tokens = message.start.tokens
+        self._keep_frame(message.start)
         self.branches = [Branch.new(message.start.tokens, message.start)]
         self.current = 0
         reason = unavailable_reason(self.view, self.analyses)
@@ -356,6 +364,7 @@ class TokenExplorerApp(App):
         if job.step is not None:
             self.lane.finished(job.step, message.seconds)
         self._engine_tokens = frame.tokens
+        self._keep_frame(frame)
         if job.fill:  # the records live in the engine; the frame on screen stays, selection and all
             if all(p.lens is not None for p in frame.snapshot.positions):
                 self._lens_filled = frame.tokens
@@ -549,6 +558,9 @@ class TokenExplorerApp(App):
         if self.engine is None or not self.branches:
             return
         b = self.branch
+        if b.tokens != self._tree_noted:  # the user is on another path: visit it in the tree
+            self.branch_tree.add(b.tokens)
+            self._tree_noted = b.tokens
         frame = b.current
         prompt = self.query_one(PromptView)
         title = self._view_title()
@@ -578,18 +590,34 @@ class TokenExplorerApp(App):
                 panel = None
             self.query_one(Detail).update(line)
             self.query_one(ViewPanel).show(panel)
-            options = (self.show_z, self._side_width)
+            options = (self.show_z, self._side_width, self._fork_at())
             if self._table_shown is None or self._table_shown[0] is not frame or self._table_shown[1] != options:
                 self._show_table(frame, options)
         self._refresh_status()
         self._request_view()
 
-    def _show_table(self, frame: Frame, options: tuple[bool, int]) -> None:
-        """Fill the table from ``frame``, highlighting the row the keys now apply to."""
+    def _show_table(self, frame: Frame, options: tuple[Any, ...]) -> None:
+        """Fill the table from ``frame``, highlighting the row the keys now apply to: the next-token
+        candidates, or with the cursor inside the prompt the alternatives to the token there."""
         table = self.query_one(Candidates)
+        fork_at = options[2]
+        side = self.query_one("#side")
+        same = self._table_shown is not None and self._table_shown[0] is frame
+        if fork_at is not None:
+            p = frame.snapshot.positions[fork_at - 1]
+            ids = [int(t) for t in p.top_ids[: self.settings.display.tokens_to_show]]
+            actual = frame.tokens[fork_at]
+            keep = same and self._table_shown[1][2] == fork_at
+            row = table.selected if keep else (ids.index(actual) if actual in ids else len(ids))
+            table.show(frame, self.settings.display.tokens_to_show, self.show_z, self._side_width - 2, row,
+                       fork_at=fork_at, fork_texts=self.engine.token_texts(ids))
+            side.border_title = f"at #{fork_at}: l / enter forks"
+            self._table_shown = (frame, options)
+            return
+        side.border_title = "next token"
         if self.lane.outstanding and self.lane.branch_id == self.branch.id:
             row = self.lane.next_row()  # what the next queued append will pick
-        elif self._table_shown is not None and self._table_shown[0] is frame:
+        elif same and self._table_shown[1][2] is None:
             row = table.selected  # same frame, new columns or width
         else:
             row, self.lane.selection = self.lane.selection, 0  # the table after the last step
@@ -641,7 +669,7 @@ class TokenExplorerApp(App):
     def _move_selection(self, delta: int) -> None:
         """Move the table selection; while steps are outstanding, the one of the table after them."""
         table = self.query_one(Candidates)
-        if self.lane.outstanding and self.lane.branch_id == self.branch.id:
+        if self._fork_at() is None and self.lane.outstanding and self.lane.branch_id == self.branch.id:
             self.lane.move_selection(delta, max(table.row_count, 1))
             self._refresh_status()
         elif delta < 0:
@@ -657,7 +685,33 @@ class TokenExplorerApp(App):
             self.notify(f"dropped {plural(dropped, 'queued step')}", markup=False)
 
     def action_append(self) -> None:
-        self._request_step("append")
+        if self._fork_at() is not None:
+            self._fork()
+        else:
+            self._request_step("append")
+
+    def _fork_at(self) -> int | None:
+        """The cursor's position when it is shown inside the prompt (not on the first or last
+        token) over a drawn frame: the table shows the alternatives there and append forks."""
+        b = self.branch if self.branches else None
+        if b is None or not self.show_cursor or b.current is None or not 0 < b.cursor < len(b.tokens) - 1:
+            return None
+        return b.cursor
+
+    def _fork(self) -> None:
+        """A new path: the tokens before the cursor and the alternative selected in the table."""
+        b, at = self.branch, self._fork_at()
+        assert b.current is not None and at is not None
+        p = b.current.snapshot.positions[at - 1]
+        ids = [int(t) for t in p.top_ids[: self.settings.display.tokens_to_show]]
+        row = self.query_one(Candidates).selected
+        token = ids[row] if row < len(ids) else b.tokens[at]
+        if token == b.tokens[at]:
+            self.notify(f"#{at} already holds that token: select another row to fork", severity="warning")
+            return
+        self._goto(b.tokens[:at] + (token,))
+        text = self.engine.token_texts([token])[0]
+        self.notify(f"forked at #{at} with {repr_token(text)} (rank {row + 1})", markup=False)
 
     def action_pop(self) -> None:
         self._request_step("pop")
@@ -735,6 +789,77 @@ class TokenExplorerApp(App):
     def _switched(self) -> None:
         self._refresh()
         self._pump()
+
+    # ------------------------------------------------------------ actions: the branch tree
+
+    def _keep_frame(self, frame: Frame) -> None:
+        """Remember a frame the engine produced: in the tree (its path, unvisited, and the
+        probability of each token given its prefix) and in the LRU of frames by tokens."""
+        if not frame.tokens:
+            return
+        self.branch_tree.add(frame.tokens, visit=False)
+        self.branch_tree.set_probs(frame.tokens, [p.token_prob for p in frame.snapshot.positions])
+        self._frames.put(frame.tokens, frame)
+
+    def _goto(self, tokens: Sequence[int]) -> None:
+        """Move this branch to the path ``tokens`` (a branch switch: its queued steps are dropped)."""
+        tokens = tuple(int(t) for t in tokens)
+        self._leave_branch()
+        self._set_branch(Branch.new(tokens, self._frames.get(tokens)))
+        self._switched()
+
+    def action_tree_parent(self) -> None:
+        target = self.branch_tree.to_parent(self.branch.tokens)
+        if target is None:
+            self.notify("this node has no parent: it is at the top of the tree", severity="warning")
+            return
+        self._goto(target)
+
+    def action_tree_child(self) -> None:
+        target = self.branch_tree.to_child(self.branch.tokens)
+        if target is None:
+            self.notify("this node has no children: append (l) or fork (enter) to make one", severity="warning")
+            return
+        self._goto(target)
+
+    def action_tree_sibling(self, delta: int) -> None:
+        target = self.branch_tree.to_sibling(self.branch.tokens, delta)
+        if target is None:
+            self.notify("this node has no siblings", severity="warning")
+            return
+        self._goto(target)
+
+    def action_tree(self) -> None:
+        self.push_screen(TreeScreen(self.branch_tree, self.branch.tokens, self.engine, self._tree_remove, self._tree_undo),
+                         self._tree_opened)
+
+    def _tree_opened(self, tokens: tuple[int, ...] | None) -> None:
+        if tokens is not None and tokens != self.branch.tokens:
+            self._goto(tokens)
+
+    def _tree_remove(self, node: int) -> str:
+        """Remove ``node``'s subtree; branches inside it move to where it forked off. The notice."""
+        path = self.branch_tree.path(node)
+        fork = self.branch_tree.path(self.branch_tree.parent(node))
+        inside = [i for i, b in enumerate(self.branches) if b.tokens[: len(path)] == path]
+        if inside and not fork:
+            return "a top-level node with a branch inside cannot be removed (remove the branch with a first)"
+        removal = self.branch_tree.remove(node)
+        self._tree_removed.append(removal)
+        for i in inside:
+            if i == self.current:
+                self._goto(fork)
+            else:
+                self.branches[i] = Branch.new(fork, self._frames.get(fork))
+        moved = f"; {plural(len(inside), 'branch')} moved to where it forked off" if inside else ""
+        return f"removed a subtree of {plural(len(removal.runs), 'node')}{moved}; u (in the tree) brings it back"
+
+    def _tree_undo(self) -> str:
+        if not self._tree_removed:
+            return "no removed subtree to bring back"
+        removal = self._tree_removed.pop()
+        self.branch_tree.restore(removal)
+        return f"brought back a subtree of {plural(len(removal.runs), 'node')}"
 
     # ------------------------------------------------------------ actions: files
 

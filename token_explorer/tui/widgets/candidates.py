@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from textual.widgets import DataTable
 
 from ..render import candidate_cells
@@ -18,8 +20,11 @@ class Candidates(DataTable, can_focus=False):
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
         self._shape: tuple[int, bool] | None = None  # (token column width, z shown)
 
-    def show(self, frame: Frame, rows: int, show_z: bool, width: int, selected: int = 0) -> None:
-        """Fill the table from ``frame`` to fit ``width`` cells, with row ``selected`` highlighted."""
+    def show(self, frame: Frame, rows: int, show_z: bool, width: int, selected: int = 0, fork_at: int | None = None,
+             fork_texts: Sequence[str] = ()) -> None:
+        """Fill the table from ``frame`` to fit ``width`` cells, with row ``selected`` highlighted: the
+        next-token candidates, or with ``fork_at`` the alternatives to the token there (from the
+        distribution after the position before it; ``fork_texts`` their texts), that token marked."""
         fixed = 3 + 6 + 7 + (6 if show_z else 0)
         columns = 5 if show_z else 4
         token_width = max(4, width - fixed - 2 * columns - 1)
@@ -34,7 +39,13 @@ class Candidates(DataTable, can_focus=False):
             self._shape = (token_width, show_z)
         else:
             self.clear()
-        for cells in candidate_cells(frame.snapshot, frame.cand_texts, rows, show_z):
+        positions = frame.snapshot.positions
+        if fork_at is None:
+            table = candidate_cells(positions[-1], frame.cand_texts, rows, show_z)
+        else:
+            actual = positions[fork_at]
+            table = candidate_cells(positions[fork_at - 1], fork_texts, rows, show_z, actual, actual.text)
+        for cells in table:
             self.add_row(*cells)
         self.move_cursor(row=min(max(selected, 0), max(self.row_count - 1, 0)), animate=False, scroll=True)
 
