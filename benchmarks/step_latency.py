@@ -4,7 +4,8 @@ For prompts of 32, 128, 512 and 1024 tokens it times, as medians:
   decode      a bare single-token forward over a DynamicCache, SDPA, plain transformers model
   recompute   one forward over the whole prompt, no cache (what the earlier tool did per key)
   append_table  engine.append with the lens off: the next-token table ready
-  append_all    engine.append with every per-position result, the per-layer lens included
+  append_all    engine.append then engine.fill_lens: every per-position result, the per-layer lens
+                included (a step returns its table first; the lens is filled after)
                 (both: successive appends, as when stepping forward)
   reappend_all  engine.append right after a pop, lens on: the position popped back to must have its
                 last-position buffers (full logits and lens) recomputed from the captured residuals
@@ -47,12 +48,15 @@ def bench_length(n: int, bare, engines: dict[str, Engine], reps: int) -> dict[st
 
     for key, engine in (("append_table", plain), ("append_all", full)):
         engine.set_tokens(prompt)
+        engine.fill_lens()  # the prefill's lens, once (not timed)
         engine.append(extra)  # warm-up
         engine.pop()
         times, pops = [], []
         for token in steps:  # stepping forward: each append on top of the previous one
             start = time.perf_counter()
             engine.append(token)
+            if engine is full:
+                engine.fill_lens()  # the step returns its table first; the lens is filled after
             times.append((time.perf_counter() - start) * 1000)
         for _ in steps:
             start = time.perf_counter()
@@ -67,17 +71,20 @@ def bench_length(n: int, bare, engines: dict[str, Engine], reps: int) -> dict[st
                 engine.pop()
                 start = time.perf_counter()
                 engine.append(extra)
+                engine.fill_lens()
                 again.append((time.perf_counter() - start) * 1000)
                 engine.pop()
             row["reappend_all"] = statistics.median(again)
 
     branch = prompt[:-8] + list(reversed(prompt[-8:]))
     full.set_tokens(prompt)
+    full.fill_lens()
     switches = []
     for _ in range(max(3, reps // 3)):
         for target in (branch, prompt):
             start = time.perf_counter()
             full.set_tokens(target)
+            full.fill_lens()
             switches.append((time.perf_counter() - start) * 1000)
     row["switch"] = statistics.median(switches)
     return row

@@ -60,10 +60,10 @@ async def check_settled(pilot, engine, errors_before: int) -> None:
     """Once idle: the shown prompt is the engine's tokens, and the branch shown is either drawn
     from a frame of exactly its tokens or was reported by an error notice."""
     app = pilot.app
-    await settle(pilot)
+    await settle(pilot, rounds=2000)  # heavy views on a loaded CI machine can take a while
     while app.screen is not app.screen_stack[0]:  # close the help screen or the prompt browser
         await pilot.press("escape")
-        await settle(pilot)
+        await settle(pilot, rounds=2000)
     vocab = engine.info.vocab_size
     for branch in app.branches:
         assert branch.tokens and all(0 <= t < vocab for t in branch.tokens)
@@ -86,7 +86,7 @@ async def test_random_keys_over_the_whole_bindings_table(tmp_path, tiny_dirs, se
     pool = key_pool()
     pressed, branch_counts, lengths, views = 0, set(), set(), set()
     async with app.run_test(size=(100, 30)) as pilot:
-        await settle(pilot)
+        await settle(pilot, rounds=2000)
         errors = error_notices(app)
         while pressed < KEYS_PER_SEED:
             await press(app, rng.choice(pool))

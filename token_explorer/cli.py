@@ -183,7 +183,21 @@ def run_explore(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Run a command line (default: ``sys.argv``) and return its exit code. As the program itself
+    (no ``argv``) it leaves at once after flushing its output, skipping the interpreter's teardown
+    of torch and the model (a second or two after the explorer's screen has closed)."""
+    code = _main(list(sys.argv[1:] if argv is None else argv))
+    if argv is None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    return code
+
+
+def _main(argv: list[str]) -> int:
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else "explore"
     if command != "explore":
         argv = argv[1:]
