@@ -76,7 +76,9 @@ class PromptBrowser(ModalScreen[SavedPrompt | None]):
         options.focus()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(self.prompts[event.option_index])
+        if self.app.screen is self:  # a second enter queued before the first closed the browser
+            self.dismiss(self.prompts[event.option_index])
 
     def action_dismiss_none(self) -> None:
-        self.dismiss(None)
+        if self.app.screen is self:
+            self.dismiss(None)
