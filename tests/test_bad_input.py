@@ -400,7 +400,7 @@ def test_read_only_disk_cache_says_once_it_is_memory_only(tmp_path, monkeypatch)
                     "results are kept in memory only"]
 
 
-def test_cache_notice_reaches_peek_stderr_and_the_explorer(capsys, tmp_path, tiny_dirs):
+def test_cache_notice_reaches_peek_stderr(capsys, tmp_path, tiny_dirs):
     folder = tmp_path / "results"
     folder.mkdir()
     (folder / "cache.db").write_bytes(b"not sqlite" * 500)

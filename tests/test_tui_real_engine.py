@@ -141,3 +141,19 @@ async def test_lens_view_after_steps_shows_the_table_first_then_fills_the_record
         result = app._view_cache.get(app._view_key())
         assert result is not None and not hasattr(result, "error")
         np.testing.assert_allclose(result.prob[:, -1], snap.positions[-1].lens.token_prob, atol=1e-5)
+
+
+async def test_lens_view_on_a_long_prefill_draws_first_then_fills_the_records(tmp_path, tiny_dirs):
+    engine = open_engine(str(tiny_dirs["llama"]), device="cpu", top_k=30)
+    settings = make_settings(tmp_path / "prompts")
+    text = " ".join(["the sea and the sky"] * 12)  # far more tokens than are filled before the view
+    app = make_app(settings, lambda progress: engine, initial_text=text, start_view="lens")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        assert app._view_cache.get(app._view_key()) is not None
+        assert all(p.lens is not None for p in engine.snapshot().positions)  # filled after the view
+        await pilot.press("l")
+        await settle(pilot)
+        assert all(p.lens is not None for p in engine.snapshot().positions)
+        result = app._view_cache.get(app._view_key())
+        np.testing.assert_allclose(result.prob[:, -1], engine.snapshot().positions[-1].lens.token_prob, atol=1e-5)

@@ -50,6 +50,7 @@ from .widgets.prompt import PromptView
 Progress = Callable[[str, "float | None"], None]
 EngineFactory = Callable[[Progress], EngineLike]
 
+FILL_FIRST = 16  # at most this many missing lens records are filled before the lens view runs
 _BUSY_WIDTH = 13  # the status line's first segment keeps this width, so nothing after it moves
 _NEEDS_ENGINE = frozenset(c.action.split("(")[0] for c in COMMANDS if c.id not in READY_ONLY_EXEMPT)
 
@@ -329,12 +330,15 @@ class TokenExplorerApp(App):
 
     def _needs_lens(self, b: Branch) -> bool:
         """The logit-lens view is shown and the engine's lens records of this branch are incomplete
-        (steps leave them out): fill them on the lane, after the steps, before the view."""
+        (steps leave them out): fill them on the lane, after the steps. A few missing (after steps)
+        are filled before the view runs, so it finds them all; many (a long prefill) after the view
+        has been drawn, since the view shows the visible part of a long prompt first."""
         if self.view.analysis != LENS_VIEW or b.current is None or self._engine_tokens != b.tokens:
             return False
         if unavailable_reason(self.view, self.analyses) is not None or self._lens_filled == b.tokens:
             return False
-        return any(p.lens is None for p in b.current.snapshot.positions)
+        missing = sum(1 for p in b.current.snapshot.positions if p.lens is None)
+        return 0 < missing and (missing <= FILL_FIRST or self._view_key() in self._view_cache)
 
     @work(thread=True, exit_on_error=False, group="engine")
     def _run_job(self, engine: EngineLike, job: Job) -> None:
@@ -457,6 +461,7 @@ class TokenExplorerApp(App):
         self._view_progress = None
         self._view_cache.put(message.key, message.result)
         self._view_arrived(message.key)
+        self._pump()  # e.g. the lens records a long prefill left out, now that the view is drawn
 
     def on_view_partial(self, message: m.ViewPartial) -> None:
         if message.key == self._view_inflight:
