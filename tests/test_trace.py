@@ -304,3 +304,18 @@ def test_trace_never_imports_textual():
     code = "import sys, token_explorer.trace.cli, token_explorer.trace.output; print(' '.join(sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert not [m for m in loaded if m == "textual" or m.startswith("textual.")]
+
+
+def test_prompt_from_a_file(capsys, tiny_dirs, tmp_path):
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text(PROMPT, encoding="utf-8")
+    out = tmp_path / "f"
+    code, _, err = run_cli(capsys, "-i", str(prompt), "-m", str(tiny_dirs["gpt2"]), "--out", str(out), "--quiet",
+                           "--no-plots", "--max-new-tokens", "2")
+    assert code == 0, err
+    doc = check_folder(out)
+    assert doc["metadata"]["prompt"] == PROMPT
+    assert doc["tokens"]["prompt_token_ids"] == AutoTokenizer.from_pretrained(tiny_dirs["gpt2"])(PROMPT)["input_ids"]
+    code, _, err = run_cli(capsys, "-i", str(tmp_path / "missing.txt"), "-m", str(tiny_dirs["gpt2"]),
+                           "--out", str(out / "x"), "--quiet")
+    assert_one_line_error(code, err, "missing.txt")

@@ -105,6 +105,7 @@ class Tracer:
         self.config = config
         self.family: Family | None = family_of(model)
         self.device = next(model.parameters()).device
+        self.forward_kwargs = last_logits_only(model)  # full-vocabulary logits of the last position only
         if config.needs_family and self.family is None:
             raise UserError(f"model family '{getattr(model.config, 'model_type', '?')}' is not in the family "
                             "table: the logit lens, attention, activation and attribution captures need it")
@@ -170,7 +171,7 @@ class Tracer:
             feed = list(result.prompt_ids)
             for step in range(max_new_tokens):
                 out = self.model(input_ids=torch.tensor([feed], device=self.device), past_key_values=cache,
-                                 use_cache=True, **last_logits_only(self.model))
+                                 use_cache=True, **self.forward_kwargs)
                 logits = out.logits[0, -1].float()  # (V,)
                 if step == 0 and rec is not None:
                     self._prompt_attention(rec, cache, result)
