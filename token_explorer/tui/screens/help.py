@@ -28,6 +28,10 @@ class HelpScreen(ModalScreen[None]):
         Binding("k", "scroll('up')", "scroll up", show=False),
     ]
 
+    def action_dismiss(self, result: object = None) -> None:
+        if self.app.screen is self:  # a second close key queued before the first one closed it
+            self.dismiss(result)
+
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
     HelpScreen > VerticalScroll { width: 90; max-width: 100%; height: 90%; border: round $primary; padding: 0 1; background: $surface; overflow-x: hidden; }
