@@ -285,8 +285,13 @@ def make_settings(prompts_dir, *, keymap: Mapping[str, str] | None = None, max_p
 async def settle(pilot, rounds: int = 200) -> None:
     """Wait until no worker runs and the app has nothing in flight."""
     app = pilot.app
+    from textual.worker import WorkerCancelled
+
     for _ in range(rounds):
-        await app.workers.wait_for_complete()
+        try:
+            await app.workers.wait_for_complete()
+        except WorkerCancelled:  # a closed screen's worker (e.g. the prompt browser's) has stopped too
+            pass
         await pilot.pause()
         if not getattr(app, "busy", False) and not any(w.is_running for w in app.workers):
             await pilot.pause()

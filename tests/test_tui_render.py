@@ -1,4 +1,4 @@
-"""Pure pieces of the TUI: prompt layout, colour scales, words, LRU, views, the bindings table."""
+"""Pure pieces of the TUI: prompt wrap, colour scales, words, LRU, views, the bindings table."""
 
 import math
 
@@ -10,48 +10,48 @@ from textual.binding import Binding
 from fake_engine import MARKUP, FakeEngine
 from token_explorer.tui.bindings import BINDING_IDS, COMMANDS, keys_of, textual_bindings, unknown_ids
 from token_explorer.tui.colors import UNAVAILABLE, Scale, VIRIDIS
-from token_explorer.tui.render import CURSOR, layout_prompt, legend, light_colouring
+from token_explorer.tui.render import legend, light_colouring
 from token_explorer.tui.state import LRU, begins_word, next_word, prev_word
+from token_explorer.tui.wrap import Wrap
 from token_explorer.tui.views import VIEWS, cycle, unavailable_reason, view_by_id
 
 
-def _styles(n):
-    return [Style() for _ in range(n)]
+def _lines(texts, width):
+    wrap = Wrap(width)
+    wrap.sync(texts)
+    return wrap, ["".join(piece for _, piece in line) for line in wrap.lines]
 
 
-def test_layout_shows_newlines_and_breaks_the_line():
-    layout = layout_prompt(["a", "b\n", "c"], _styles(3), 40)
-    assert layout.plain == "ab↵\nc"
-    assert layout.token_lines == (0, 0, 1)
+def test_wrap_shows_newlines_and_breaks_the_line():
+    wrap, lines = _lines(["a", "b\n", "c"], 40)
+    assert lines == ["ab↵", "c"]
+    assert wrap.first_line == [0, 0, 1]
 
 
-def test_layout_wraps_at_token_boundaries_and_reports_the_cursor_line():
-    texts = ["hello", " world", " again", " and", " more"]
-    layout = layout_prompt(texts, _styles(5), 12)
-    lines = layout.plain.split("\n")
+def test_wrap_breaks_at_token_boundaries_and_reports_the_token_lines():
+    wrap, lines = _lines(["hello", " world", " again", " and", " more"], 12)
     assert lines == ["hello world", " again and", " more"]
-    assert layout.line_of(4) == 2 and layout.line_of(2) == 1
+    assert wrap.line_of(4) == 2 and wrap.line_of(2) == 1
     assert all(len(x) <= 12 for x in lines)
 
 
-def test_layout_splits_a_token_longer_than_the_line():
-    layout = layout_prompt(["x" * 25, "y"], _styles(2), 10)
-    assert [len(x) for x in layout.plain.split("\n")] == [10, 10, 6]
-    assert layout.line_of(1) == 2
+def test_wrap_splits_a_token_longer_than_the_line():
+    wrap, lines = _lines(["x" * 25, "y"], 10)
+    assert [len(x) for x in lines] == [10, 10, 6]
+    assert wrap.line_of(1) == 2 and list(wrap.lines_of(0)) == [0, 1, 2]
 
 
-def test_layout_marks_only_the_cursor_token():
-    layout = layout_prompt(["ab", "c\nd", "ef"], _styles(3), 40)
-    text = layout.text(1)
-    marked = [text.plain[s.start:s.end] for s in text.spans if s.style == Style() + CURSOR]
-    assert marked == ["c↵", "d"]
-    assert not any(s.style == Style() + CURSOR for s in layout.text(None).spans)
+def test_wrap_after_steps_equals_a_fresh_wrap():
+    texts = ["hello", " world\n", " again", " and", "x" * 30, " more"]
+    wrap = Wrap(12)
+    for n in (2, 5, 3, 6, 1, 6):
+        wrap.sync(texts[:n])
+    assert wrap.lines == _lines(texts, 12)[0].lines
 
 
-def test_layout_never_parses_markup_and_hides_control_characters():
-    text = layout_prompt(["[bold]x[/]", " [/]", "\x1b[31m", "\t"], _styles(4), 80).text(None)
-    assert text.plain == "[bold]x[/] [/]<0x1B>[31m⇥"
-    assert all(not s.style.bold for s in text.spans if isinstance(s.style, Style))
+def test_wrap_never_parses_markup_and_hides_control_characters():
+    _, lines = _lines(["[bold]x[/]", " [/]", "\x1b[31m", "\t"], 80)
+    assert lines == ["[bold]x[/] [/]<0x1B>[31m⇥"]
 
 
 def test_scale_draws_none_and_nan_as_unavailable_but_not_zero():

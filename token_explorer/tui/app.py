@@ -675,10 +675,16 @@ class TokenExplorerApp(App):
 
     # ------------------------------------------------------------ actions: branches
 
-    def action_branch_copy(self) -> None:
+    def _branches_full(self) -> bool:
+        """True (with a notice) when every branch slot of ``[prompt] max_prompts`` is in use."""
         cap = self.settings.prompt.max_prompts
-        if len(self.branches) >= cap:
-            self.notify(f"all {cap} branches are in use ([prompt] max_prompts); remove one with a", severity="warning", markup=False)
+        if len(self.branches) < cap:
+            return False
+        self.notify(f"all {cap} branches are in use ([prompt] max_prompts); remove one with a", severity="warning", markup=False)
+        return True
+
+    def action_branch_copy(self) -> None:
+        if self._branches_full():
             return
         self._leave_branch()
         self.branches.insert(self.current + 1, self.branch.copy())
@@ -701,8 +707,7 @@ class TokenExplorerApp(App):
         if self._removed is None:
             self.notify("no removed branch to bring back", severity="warning")
             return
-        if len(self.branches) >= self.settings.prompt.max_prompts:
-            self.notify("all branches are in use ([prompt] max_prompts); remove one with a", severity="warning", markup=False)
+        if self._branches_full():
             return
         self._leave_branch()
         index, branch = self._removed
@@ -797,9 +802,7 @@ class TokenExplorerApp(App):
     def _opened(self, saved: SavedPrompt | None) -> None:
         if saved is None:
             return
-        cap = self.settings.prompt.max_prompts
-        if len(self.branches) >= cap:
-            self.notify(f"all {cap} branches are in use ([prompt] max_prompts); remove one with a", severity="warning", markup=False)
+        if self._branches_full():
             return
         info = self.engine.info
         bad = [t for t in saved.token_ids if t >= info.vocab_size]
@@ -827,8 +830,7 @@ class TokenExplorerApp(App):
         if not message.tokens:
             self.notify("the saved prompt has no tokens", severity="error")
             return
-        if len(self.branches) >= self.settings.prompt.max_prompts:
-            self.notify("all branches are in use ([prompt] max_prompts)", severity="warning", markup=False)
+        if self._branches_full():
             return
         self._leave_branch()
         self.branches.insert(self.current + 1, Branch.new(message.tokens))

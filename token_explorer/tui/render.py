@@ -10,11 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from rich import box
-from rich.cells import cell_len
 from rich.console import RenderableType
 from rich.style import Style
 from rich.table import Table as RichTable
-from rich.text import Span as RichSpan
 from rich.text import Text
 
 from token_explorer.printable import printable
@@ -27,8 +25,6 @@ from .views import View
 CURSOR = Style(reverse=True, underline=True, bold=True)
 PLAIN = (Style(), Style(bgcolor="#303446"))  # alternate token shades so boundaries show
 PENDING = Style(dim=True)
-_NEWLINE = "↵"
-_EMPTY = "∅"
 
 
 @dataclass(frozen=True)
@@ -86,103 +82,10 @@ def _finite(value: float | None) -> float | None:
 # ---------------------------------------------------------------- prompt
 
 
-@dataclass(frozen=True)
-class PromptLayout:
-    """The prompt wrapped to a width: plain text, styled runs, and where each token lies.
-
-    Independent of the cursor, so moving the cursor re-styles one token instead of laying out again.
-    """
-
-    plain: str
-    runs: tuple[tuple[int, int, Style], ...]  # (start, end, style) character ranges
-    token_runs: tuple[tuple[int, int], ...]  # token i is runs[a:b]
-    token_lines: tuple[int, ...]  # the line each token starts on
-
-    def styled_runs(self, cursor: int | None) -> list[tuple[int, int, Style]]:
-        """The runs with the cursor token marked (``None``: no cursor)."""
-        runs = list(self.runs)
-        if cursor is not None and 0 <= cursor < len(self.token_runs):
-            a, b = self.token_runs[cursor]
-            for j in range(a, b):
-                start, end, style = runs[j]
-                runs[j] = (start, end, style + CURSOR)
-        return runs
-
-    def text(self, cursor: int | None) -> Text:
-        """A Rich Text of the layout with the cursor marked."""
-        spans = [RichSpan(s, e, style) for s, e, style in self.styled_runs(cursor)]
-        return Text(self.plain, spans=spans, no_wrap=True, overflow="crop", end="")
-
-    def line_of(self, token: int) -> int:
-        return self.token_lines[token] if 0 <= token < len(self.token_lines) else 0
-
-
-def layout_prompt(texts: Sequence[str], styles: Sequence[Style], width: int) -> PromptLayout:
-    """The prompt wrapped at token boundaries to ``width`` cells.
-
-    Newlines show as ``↵`` followed by a real line break; tabs, carriage returns and other control
-    characters as marks; a token wider than the line is split. Leading spaces keep their token's
-    colour, so they read as part of it.
-    """
-    width = max(width, 4)
-    parts: list[str] = []
-    runs: list[tuple[int, int, Style]] = []
-    token_runs: list[tuple[int, int]] = []
-    token_lines: list[int] = []
-    pos = col = line = 0
-
-    def emit(piece: str, style: Style | None) -> None:
-        nonlocal pos
-        parts.append(piece)
-        if style is not None:
-            runs.append((pos, pos + len(piece), style))
-        pos += len(piece)
-
-    def newline() -> None:
-        nonlocal line, col
-        emit("\n", None)
-        line += 1
-        col = 0
-
-    for i, raw in enumerate(texts):
-        style = styles[i] if i < len(styles) else UNAVAILABLE
-        first_run = len(runs)
-        segments = (raw or _EMPTY).split("\n")
-        for s, segment in enumerate(segments):
-            last = s == len(segments) - 1
-            piece = shown(segment) + ("" if last else _NEWLINE)
-            w = cell_len(piece)
-            if col and col + w > width:
-                newline()
-            if s == 0:
-                token_lines.append(line)
-            while cell_len(piece) > width - col:  # a token longer than a line
-                head, piece = _split_cells(piece, width - col)
-                emit(head, style)
-                newline()
-            if piece:
-                emit(piece, style)
-                col += cell_len(piece)
-            if not last:
-                newline()
-        token_runs.append((first_run, len(runs)))
-    return PromptLayout("".join(parts), tuple(runs), tuple(token_runs), tuple(token_lines))
-
-
 def shown(text: str, spaces: bool = False) -> str:
     """``text`` safe for the terminal (:func:`~token_explorer.printable.printable`, newlines kept);
     spaces and newlines as marks too when ``spaces``."""
     return visible(text) if spaces else printable(text, multiline=True)
-
-
-def _split_cells(text: str, cells: int) -> tuple[str, str]:
-    """``text`` cut after at most ``cells`` cells (at least one character)."""
-    used = 0
-    for j, ch in enumerate(text):
-        used += cell_len(ch)
-        if used > cells:
-            return text[: max(j, 1)], text[max(j, 1) :]
-    return text, ""
 
 
 # ---------------------------------------------------------------- legend
