@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import time
+from datetime import datetime
+from pathlib import Path
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -20,6 +22,7 @@ from token_explorer.errors import Cancelled, UserError
 from token_explorer.printable import printable
 from token_explorer.prompts import SavedPrompt, save_prompt
 from token_explorer.protocol import EngineLike
+from token_explorer.sessions import OpenBranch, Session, for_model, load_session, save_session
 from token_explorer.tree import Removal, Tree
 
 from . import messages as m
@@ -41,6 +44,7 @@ from .render import (
 from .screens.browser import PromptBrowser
 from .screens.help import HelpScreen
 from .screens.loading import LoadingScreen
+from .screens.sessions import SessionBrowser
 from .screens.tree import TreeScreen
 from .lane import Lane, StepKind
 from .state import LRU, Branch, Frame, next_word, plural, prev_word
@@ -94,6 +98,8 @@ class TokenExplorerApp(App):
         initial_tokens: Sequence[int] | None = None,
         initial_saved: SavedPrompt | None = None,
         start_view: str | None = None,
+        session_path: Path | None = None,
+        initial_session: Session | None = None,
     ) -> None:
         if start_view is not None and start_view not in VIEW_IDS:
             raise UserError(f"unknown view {start_view!r} (known: {', '.join(VIEW_IDS)})")
@@ -103,6 +109,8 @@ class TokenExplorerApp(App):
         self.initial_text = initial_text
         self.initial_tokens = list(initial_tokens) if initial_tokens is not None else None
         self.initial_saved = initial_saved
+        self.session_path = session_path  # where S saves; None: a new file in the sessions folder
+        self.initial_session = initial_session
         self.keymap: dict[str, str] = dict(settings.keymap)
         self.engine: EngineLike | None = None
         self.load_error: str | None = None  # why the model could not be loaded, if it could not
@@ -198,6 +206,9 @@ class TokenExplorerApp(App):
             engine = factory(progress)
             text, tokens = self.initial_text or self.settings.prompt.example_prompt, self.initial_tokens
             saved = self.initial_saved
+            session, note = self._prepare_session(engine, self.initial_session, self.session_path)
+            if session is not None:
+                tokens = session.branches[session.current].tokens
             if saved is not None and saved.model_fingerprint == engine.info.fingerprint:
                 tokens = saved.token_ids
             elif saved is not None:
@@ -214,6 +225,8 @@ class TokenExplorerApp(App):
             self.post_message(m.LoadFailed(one_line(e)))
             return
         self.post_message(m.EngineReady(engine, analyses, frame))
+        if session is not None:
+            self.post_message(m.SessionReady(session, self.session_path, note))
 
     def on_load_progress(self, message: m.LoadProgress) -> None:
         if isinstance(self.screen, LoadingScreen):
@@ -852,7 +865,7 @@ class TokenExplorerApp(App):
                 self._goto(fork)
             else:
                 self.branches[i] = Branch.new(fork, self._frames.get(fork))
-        moved = f"; {plural(len(inside), 'branch')} moved to where it forked off" if inside else ""
+        moved = f"; {len(inside)} open branch(es) moved to where it forked off" if inside else ""
         return f"removed a subtree of {plural(len(removal.runs), 'node')}{moved}; u (in the tree) brings it back"
 
     def _tree_undo(self) -> str:
@@ -861,6 +874,84 @@ class TokenExplorerApp(App):
         removal = self._tree_removed.pop()
         self.branch_tree.restore(removal)
         return f"brought back a subtree of {plural(len(removal.runs), 'node')}"
+
+    # ------------------------------------------------------------ actions: sessions
+
+    @property
+    def sessions_dir(self) -> Path:
+        """Where sessions are listed (``o`` lists prompts; ``O`` lists these)."""
+        return self.settings.prompt.path / "sessions"
+
+    @staticmethod
+    def _prepare_session(engine: EngineLike, session: Session | None, path: Path | None) -> tuple[Session | None, str]:
+        """``session`` made ready for ``engine``'s model (on a worker), and the notice to give."""
+        if session is None:
+            return None, ""
+        info = engine.info
+        ready, retokenised = for_model(session, info.fingerprint, info.vocab_size, engine.tokenize)
+        name = path.name if path is not None else "the session"
+        if retokenised:
+            return ready, (f"{name} was saved with another model ({session.model}): its texts were re-tokenised, "
+                           "so the tree's probabilities and visit order start afresh")
+        return ready, f"opened {name}: {len(ready.tree) - 1} tree nodes, {len(ready.branches)} open branch(es)"
+
+    def action_session_save(self) -> None:
+        path = self.session_path
+        if path is None:
+            path = self.sessions_dir / f"session-{datetime.now():%Y%m%d-%H%M%S}.json"
+            self.session_path = path
+        tree = Tree.from_dict(self.branch_tree.to_dict())  # a copy: the worker reads it while keys go on
+        branches = [(b.tokens, b.cursor) for b in self.branches]
+        self._save_session(self.engine, path, tree, branches, self.current)
+
+    @work(thread=True, exit_on_error=False, group="files")
+    def _save_session(self, engine: EngineLike, path: Path, tree: Tree, branches: list[tuple[tuple[int, ...], int]],
+                      current: int) -> None:
+        try:
+            session = Session(engine.info.name, engine.info.fingerprint, tree,
+                              [engine.decode(list(leaf)) for leaf in tree.leaves()],
+                              [OpenBranch(t, c, engine.decode(list(t))) for t, c in branches], current)
+            save_session(path, session)
+        except Exception as e:  # noqa: BLE001
+            self.post_message(m.Notice(f"saving the session failed: {one_line(e)}", "error"))
+            return
+        self.post_message(m.Notice(f"saved the session ({len(tree) - 1} tree nodes, {len(branches)} open "
+                                   f"branch(es)) to {path}"))
+
+    def action_session_open(self) -> None:
+        self.push_screen(SessionBrowser(self.sessions_dir), self._session_chosen)
+
+    def _session_chosen(self, path: Path | None) -> None:
+        if path is not None:
+            self._open_session(self.engine, path)
+
+    @work(thread=True, exit_on_error=False, group="files")
+    def _open_session(self, engine: EngineLike, path: Path) -> None:
+        try:
+            session, note = self._prepare_session(engine, load_session(path), path)
+        except Exception as e:  # noqa: BLE001
+            self.post_message(m.Notice(f"cannot open {path.name}: {one_line(e)}", "error"))
+            return
+        self.post_message(m.SessionReady(session, path, note))
+
+    def on_session_ready(self, message: m.SessionReady) -> None:
+        session: Session = message.session
+        cap = self.settings.prompt.max_prompts
+        kept = session.branches[:cap]
+        self._leave_branch()
+        self.branch_tree = session.tree
+        self._tree_removed = []
+        self._removed = None
+        self.branches = [replace(Branch.new(b.tokens, self._frames.get(b.tokens)), cursor=b.cursor) for b in kept]
+        self.current = min(session.current, len(self.branches) - 1)
+        self._tree_noted = self.branch.tokens  # opening is not a visit: the saved order stands
+        self.session_path = message.path
+        note = message.note
+        if len(session.branches) > cap:
+            note += f"; only the first {cap} of its {len(session.branches)} branches are open ([prompt] max_prompts)"
+        self.notify(note, severity="warning" if "another model" in note or len(session.branches) > cap
+                    else "information", markup=False)
+        self._switched()
 
     # ------------------------------------------------------------ actions: files
 
@@ -1093,13 +1184,18 @@ def make_app(
     initial_tokens: list[int] | None = None,
     initial_saved: SavedPrompt | None = None,
     start_view: str | None = None,
+    session_path: Path | None = None,
+    initial_session: Session | None = None,
 ) -> TokenExplorerApp:
     """The app; ``engine_factory(progress)`` runs on a worker while a loading screen shows progress.
 
     ``initial_tokens`` (exact ids) win over ``initial_text``; with neither, the settings'
     ``[prompt] example_prompt`` is tokenised. ``initial_saved`` (a saved prompt file) wins over both:
     its token ids when its model fingerprint is the engine's, else its text re-tokenised, with a
-    notice. ``start_view`` is a view id (``VIEW_IDS``).
+    notice. ``start_view`` is a view id (``VIEW_IDS``). ``initial_session`` (read from
+    ``session_path``) wins over all of them: its tree and branches are opened; ``S`` saves to
+    ``session_path`` (default: a new file in the sessions folder, kept for later saves).
     """
     return TokenExplorerApp(settings, engine_factory, initial_text=initial_text, initial_tokens=initial_tokens,
-                            initial_saved=initial_saved, start_view=start_view)
+                            initial_saved=initial_saved, start_view=start_view, session_path=session_path,
+                            initial_session=initial_session)

@@ -109,3 +109,12 @@ class PromptReady(Message):
 
     tokens: tuple[int, ...]
     note: str
+
+
+@dataclass
+class SessionReady(Message):
+    """A session read from ``path`` and made ready for the loaded model (``note``: a notice, or "")."""
+
+    session: Any  # sessions.Session
+    path: Any  # pathlib.Path
+    note: str
