@@ -245,3 +245,136 @@ async def test_fork_and_tree_moves_on_a_tiny_llama_equal_a_fresh_run(tmp_path, t
         await keys(pilot, "right_parenthesis")
         assert app.branch.tokens == before and engine.snapshot().tokens == before
         same_records(app.branch.current.snapshot, fresh.set_tokens(list(before)))
+
+
+async def type_text(pilot, text):
+    await pilot.press("i")
+    await settle(pilot)
+    for ch in text:
+        await pilot.press("space" if ch == " " else ch)
+    await pilot.press("enter")
+    await settle(pilot)
+
+
+async def test_typed_text_is_appended_or_forks_in_place_of_what_follows_the_cursor(tmp_path):
+    app, engine = app_with(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        start = app.branch.tokens
+        await type_text(pilot, " there was")
+        assert app.branch.tokens == start + tuple(b" there was")  # no second BOS
+        assert engine.snapshot().tokens == app.branch.tokens
+        same_records(app.branch.current.snapshot, FakeEngine().set_tokens(list(app.branch.tokens)))
+        whole = app.branch.tokens
+        await keys(pilot, *["left_curly_bracket"] * 2)  # cursor on " there"
+        at = app.branch.cursor
+        await type_text(pilot, "!")
+        assert app.branch.tokens == whole[: at + 1] + (ord("!"),)
+        assert app.branch_tree.to_sibling(app.branch.tokens, 1) == whole  # beside the old path
+        await pilot.press("i")
+        await settle(pilot)
+        await pilot.press("x", "escape")  # cancelled: nothing added
+        await settle(pilot)
+        assert app.branch.tokens == whole[: at + 1] + (ord("!"),)
+
+
+def sampling_app(tmp_path, engine, seed=None, **sampling):
+    import dataclasses
+
+    from token_explorer.config import SamplingSettings
+
+    settings = dataclasses.replace(make_settings(tmp_path / "prompts"), sampling=SamplingSettings(**sampling))
+    return make_app(settings, lambda progress: engine, initial_text=TEXT, seed=seed)
+
+
+async def test_sampling_greedy_by_default_appends_the_arg_max_each_step(tmp_path):
+    engine = FakeEngine()
+    app = sampling_app(tmp_path, engine, tokens=12)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        start = app.branch.tokens
+        await keys(pilot, "g")
+        path = list(start)
+        for _ in range(12):
+            path.append(expected_top(engine, path))
+        assert app.branch.tokens == tuple(path) and engine.snapshot().tokens == tuple(path)
+        assert app.branch_tree.locate(path) is not None
+        same_records(app.branch.current.snapshot, FakeEngine().set_tokens(path))
+        assert any("sampled 12 tokens (done)" in n for n in notices(app))
+
+
+async def test_sampling_with_a_seed_is_reproducible_and_draws_what_the_sampler_draws(tmp_path):
+    from token_explorer.sampling_params import SamplingParams
+
+    runs = []
+    for _ in range(2):
+        engine = FakeEngine()
+        app = sampling_app(tmp_path, engine, seed=7, tokens=10, temperature=1.3, top_k=40, top_p=0.9)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            start = app.branch.tokens
+            await keys(pilot, "g")
+            runs.append(app.branch.tokens)
+    assert runs[0] == runs[1] and len(runs[0]) == len(start) + 10
+    by_hand, params = FakeEngine(), SamplingParams(temperature=1.3, top_k=40, top_p=0.9)
+    by_hand.set_tokens(list(start))
+    for k in range(10):
+        by_hand.append(by_hand.sample(params, step=k, seed=7 + k))
+    assert by_hand.snapshot().tokens == runs[0]
+
+
+async def test_sampling_stops_on_the_stop_string_and_on_any_key(tmp_path):
+    engine = FakeEngine()
+    app = sampling_app(tmp_path, engine, tokens=200, stop=" ")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        start = app.branch.tokens
+        await keys(pilot, "g")
+        drawn = app.branch.tokens[len(start):]
+        assert drawn and drawn[-1] == ord(" ") and ord(" ") not in drawn[:-1]
+        assert any("(stop string)" in n for n in notices(app))
+
+    slow = FakeEngine(delay=0.05)
+    app = sampling_app(tmp_path, slow, tokens=200)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        start = app.branch.tokens
+        await pilot.press("g")
+        while len(app.branch.tokens) < len(start) + 2:
+            await pilot.pause(0.02)
+        await pilot.press("l")  # stops the sampling, appends nothing itself
+        await settle(pilot)
+        n = len(app.branch.tokens) - len(start)
+        assert 2 <= n < 200 and slow.count("append") == n
+        assert any("stopped by a key" in m for m in notices(app))
+
+
+async def test_sample_and_typed_text_on_a_tiny_llama(tmp_path, tiny_dirs):
+    import dataclasses
+
+    import torch
+
+    from token_explorer.config import SamplingSettings
+    from token_explorer.engine import open_engine
+
+    engine = open_engine(str(tiny_dirs["llama"]), device="cpu", top_k=30)
+    settings = dataclasses.replace(make_settings(tmp_path / "prompts"), sampling=SamplingSettings(tokens=5))
+    app = make_app(settings, lambda progress: engine, initial_text="Once upon a time")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        start = app.branch.tokens
+        await keys(pilot, "g")
+        path = list(start)
+        eos = engine.eos_ids()
+        with torch.no_grad():
+            for _ in range(5):
+                path.append(int(engine.loaded.model(torch.tensor([path])).logits[0, -1].argmax()))
+                if path[-1] in eos:
+                    break
+        assert app.branch.tokens == tuple(path)
+        await type_text(pilot, " the end")
+        plain = engine.tokenize(" the end")
+        empty = engine.tokenize("")
+        assert app.branch.tokens == tuple(path) + tuple(plain[len(empty):])
+        fresh = open_engine(str(tiny_dirs["llama"]), device="cpu", top_k=30)
+        same_records(app.branch.current.snapshot, fresh.set_tokens(list(app.branch.tokens)))

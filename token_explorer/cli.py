@@ -59,6 +59,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     parser.add_argument("--input", "-i", metavar="FILE", help="start from the text of this file")
     parser.add_argument("--session", metavar="FILE",
                         help="open this saved session (branch tree and branches); S saves to it (created if new)")
+    parser.add_argument("--seed", type=int, metavar="N", help="seed of the sample key's draws (reproducible)")
     parser.add_argument("--layer_prob", "--layer-prob", action="store_true", help="start in the layer (logit lens) view")
     _model_flags(parser)
     return parser
@@ -166,7 +167,7 @@ def run_explore(args: argparse.Namespace) -> int:
     session = load_session(session_path) if session_path is not None and session_path.exists() else None
     app = make_app(settings, lambda progress: _engine(settings, progress), initial_text=text,
                    initial_saved=saved, start_view="lens" if args.layer_prob else None,
-                   session_path=session_path, initial_session=session)
+                   session_path=session_path, initial_session=session, seed=args.seed)
     loop, workers = asyncio.new_event_loop(), _Workers()
     loop.set_default_executor(workers)
     app.run(loop=loop)

@@ -4,6 +4,7 @@ bindings table. The engine comes from a factory run on a worker; nothing here im
 from __future__ import annotations
 
 import math
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from token_explorer.errors import Cancelled, UserError
 from token_explorer.printable import printable
 from token_explorer.prompts import SavedPrompt, save_prompt
 from token_explorer.protocol import EngineLike
+from token_explorer.sampling_params import SamplingParams
 from token_explorer.sessions import OpenBranch, Session, for_model, load_session, save_session
 from token_explorer.tree import Removal, Tree
 
@@ -29,7 +31,7 @@ from . import messages as m
 from .bindings import COMMANDS, READY_ONLY_EXEMPT, textual_bindings, unknown_ids
 from .commands import ExplorerCommands
 from .export import Shown, write_export
-from .jobs import Job, frame_of, one_line, run_job, start_tokens
+from .jobs import Job, frame_of, one_line, run_job, sample_run, start_tokens, text_ids
 from .findings import param_text, render_result
 from .render import (
     Colouring,
@@ -45,6 +47,7 @@ from .screens.browser import PromptBrowser
 from .screens.help import HelpScreen
 from .screens.loading import LoadingScreen
 from .screens.sessions import SessionBrowser
+from .screens.text_input import TextInput
 from .screens.tree import TreeScreen
 from .lane import Lane, StepKind
 from .state import LRU, Branch, Frame, next_word, plural, prev_word
@@ -100,6 +103,7 @@ class TokenExplorerApp(App):
         start_view: str | None = None,
         session_path: Path | None = None,
         initial_session: Session | None = None,
+        seed: int | None = None,
     ) -> None:
         if start_view is not None and start_view not in VIEW_IDS:
             raise UserError(f"unknown view {start_view!r} (known: {', '.join(VIEW_IDS)})")
@@ -110,6 +114,8 @@ class TokenExplorerApp(App):
         self.initial_tokens = list(initial_tokens) if initial_tokens is not None else None
         self.initial_saved = initial_saved
         self.session_path = session_path  # where S saves; None: a new file in the sessions folder
+        self.seed = seed  # the sampler's seed (--seed); None: not reproducible
+        self._sample_stop: threading.Event | None = None  # set while sampling; a key sets it
         self.initial_session = initial_session
         self.keymap: dict[str, str] = dict(settings.keymap)
         self.engine: EngineLike | None = None
@@ -296,8 +302,13 @@ class TokenExplorerApp(App):
     # ------------------------------------------------------------ the engine lane
 
     def on_key(self, event: events.Key) -> None:
-        """Remember when the key being dispatched arrived (runs before the app's bindings)."""
+        """Remember when the key being dispatched arrived (runs before the app's bindings); while
+        sampling, any key stops it and does nothing else."""
         self._key_time = event.time
+        if self._sample_stop is not None:
+            self._sample_stop.set()
+            event.prevent_default()
+            event.stop()
 
     def _request_step(self, step: StepKind) -> None:
         """Queue an append or pop for the current branch (see ``lane``: every key counts)."""
@@ -843,6 +854,89 @@ class TokenExplorerApp(App):
             return
         self._goto(target)
 
+    def action_sample(self) -> None:
+        b = self.branch
+        if b.current is None or self._inflight is not None or self.lane.steps:
+            self.notify("sampling starts once the queued steps are done (esc drops them)", severity="warning")
+            return
+        s = self.settings.sampling
+        params = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+                                repetition_penalty=s.repetition_penalty, no_repeat_ngram_size=s.no_repeat_ngram_size,
+                                min_new_tokens=s.min_new_tokens)
+        self._sample_stop = threading.Event()
+        self._inflight = Job(b.id, b.tokens)  # holds the engine lane until the sampling ends
+        self._sample(self.engine, b.id, b.tokens, s.tokens, params, s.stop, self._sample_stop)
+        self._refresh_status()
+
+    @work(thread=True, exit_on_error=False, group="engine")
+    def _sample(self, engine: EngineLike, branch_id: int, base: tuple[int, ...], n: int, params: SamplingParams,
+                stop_text: str, stop: threading.Event) -> None:
+        count = 0
+
+        def landed(frame: Frame) -> None:
+            nonlocal count
+            count += 1
+            self.post_message(m.SampleStep(branch_id, frame))
+
+        try:
+            reason = sample_run(engine, base, n, params, self.seed, stop_text, self.settings.display.tokens_to_show,
+                                stop.is_set, landed)
+        except Exception as e:  # noqa: BLE001 - becomes a notice; what landed stays
+            self.post_message(m.SampleDone(branch_id, count, "", one_line(e)))
+            return
+        self.post_message(m.SampleDone(branch_id, count, reason))
+
+    def on_sample_step(self, message: m.SampleStep) -> None:
+        frame = message.frame
+        self._engine_tokens = frame.tokens
+        self._keep_frame(frame)
+        for i, b in enumerate(self.branches):
+            if b.id == message.branch_id and b.tokens == frame.tokens[:-1]:
+                self.branches[i] = b.with_frame(frame)
+        self._refresh()
+
+    def on_sample_done(self, message: m.SampleDone) -> None:
+        self._inflight = None
+        self._sample_stop = None
+        if message.error:
+            self._engine_tokens = None  # unknown: the next job syncs first
+            self.notify(f"sampling failed after {plural(message.count, 'token')}: {message.error}", severity="error",
+                        markup=False)
+        else:
+            self.notify(f"sampled {plural(message.count, 'token')} ({message.reason})", markup=False)
+        self._refresh()
+        self._pump()
+
+    def action_type_text(self) -> None:
+        b = self.branch
+        at = b.cursor if self.show_cursor else len(b.tokens) - 1
+        where = "append to the prompt" if at >= len(b.tokens) - 1 else f"fork after #{at}, in place of what follows"
+        self.push_screen(TextInput(f"type text to {where} (enter; esc cancels)"),
+                         lambda text: self._typed(text, b.id, b.tokens[: at + 1]))
+
+    def _typed(self, text: str | None, branch_id: int, before: tuple[int, ...]) -> None:
+        if text:
+            self._tokenize_typed(self.engine, text, branch_id, before)
+
+    @work(thread=True, exit_on_error=False, group="files")
+    def _tokenize_typed(self, engine: EngineLike, text: str, branch_id: int, before: tuple[int, ...]) -> None:
+        try:
+            ids = text_ids(engine, text)
+        except Exception as e:  # noqa: BLE001
+            self.post_message(m.Notice(f"cannot tokenise the text: {one_line(e)}", "error"))
+            return
+        self.post_message(m.TextReady(branch_id, before, tuple(ids)))
+
+    def on_text_ready(self, message: m.TextReady) -> None:
+        if not message.ids:
+            self.notify("the text has no tokens", severity="warning")
+            return
+        if self.branch.id != message.branch_id or self.branch.tokens[: len(message.before)] != message.before:
+            self.notify("the branch changed while the text was tokenised: not added", severity="warning")
+            return
+        self._goto(message.before + message.ids)
+        self.notify(f"added {plural(len(message.ids), 'token')} of typed text", markup=False)
+
     def action_tree(self) -> None:
         self.push_screen(TreeScreen(self.branch_tree, self.branch.tokens, self.engine, self._tree_remove, self._tree_undo),
                          self._tree_opened)
@@ -1186,6 +1280,7 @@ def make_app(
     start_view: str | None = None,
     session_path: Path | None = None,
     initial_session: Session | None = None,
+    seed: int | None = None,
 ) -> TokenExplorerApp:
     """The app; ``engine_factory(progress)`` runs on a worker while a loading screen shows progress.
 
@@ -1194,8 +1289,9 @@ def make_app(
     its token ids when its model fingerprint is the engine's, else its text re-tokenised, with a
     notice. ``start_view`` is a view id (``VIEW_IDS``). ``initial_session`` (read from
     ``session_path``) wins over all of them: its tree and branches are opened; ``S`` saves to
-    ``session_path`` (default: a new file in the sessions folder, kept for later saves).
+    ``session_path`` (default: a new file in the sessions folder, kept for later saves). ``seed``
+    makes the sample key's draws reproducible.
     """
     return TokenExplorerApp(settings, engine_factory, initial_text=initial_text, initial_tokens=initial_tokens,
                             initial_saved=initial_saved, start_view=start_view, session_path=session_path,
-                            initial_session=initial_session)
+                            initial_session=initial_session, seed=seed)

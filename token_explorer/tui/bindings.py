@@ -63,6 +63,10 @@ COMMANDS: tuple[Command, ...] = (
     Command("word_prev", "left_curly_bracket,ctrl+b", "Cursor to the previous word", "word_prev", group="cursor"),
     Command("cursor_start", "home,0,ctrl+0", "Cursor to the first token", "cursor_start", group="cursor"),
     Command("cursor_end", "end,dollar_sign,ctrl+dollar_sign", "Cursor to the last token", "cursor_end", group="cursor"),
+    Command("sample", "g", "Sample and continue: append tokens drawn by the sampler ([sampling]; any key stops)",
+            "sample", group="tree"),
+    Command("type_text", "i", "Type text: appended after the cursor's token (the cursor inside the prompt: a fork "
+            "with the text in place of what follows)", "type_text", group="tree"),
     Command("tree_parent", "b", "To the parent in the branch tree (where this node forks off)", "tree_parent",
             group="tree"),
     Command("tree_child", "n", "To the child visited last (from inside a node: its end)", "tree_child", group="tree"),

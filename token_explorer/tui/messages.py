@@ -118,3 +118,30 @@ class SessionReady(Message):
     session: Any  # sessions.Session
     path: Any  # pathlib.Path
     note: str
+
+
+@dataclass
+class TextReady(Message):
+    """Typed text tokenised: ``ids`` go after ``before`` on branch ``branch_id``."""
+
+    branch_id: int
+    before: tuple[int, ...]
+    ids: tuple[int, ...]
+
+
+@dataclass
+class SampleStep(Message):
+    """One sampled token landed on branch ``branch_id``: ``frame`` is the prompt with it."""
+
+    branch_id: int
+    frame: Frame
+
+
+@dataclass
+class SampleDone(Message):
+    """Sampling on branch ``branch_id`` ended after ``count`` tokens, for ``reason`` (or failed: ``error``)."""
+
+    branch_id: int
+    count: int
+    reason: str
+    error: str = ""
