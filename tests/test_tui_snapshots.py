@@ -115,3 +115,27 @@ def test_alternatives_at_the_cursor(snap_compare, tmp_path, size):
         await settle(pilot)
 
     assert snap_compare(_app(tmp_path, "probability"), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)])
+def test_compare_screen_after_a_fork(snap_compare, tmp_path, size):
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("l", "l", "l", "left_square_bracket", "left_square_bracket")
+        await settle(pilot)
+        await pilot.press("j", "enter", "l", "l")
+        await settle(pilot)
+        await pilot.press("v")
+        await settle(pilot)
+
+    assert snap_compare(_app(tmp_path, "plain"), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)])
+def test_type_text_input(snap_compare, tmp_path, size):
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("left_square_bracket", "left_square_bracket", "i", "h", "i")
+        await pilot.pause()
+
+    assert snap_compare(_app(tmp_path, "plain"), terminal_size=size, run_before=run_before)

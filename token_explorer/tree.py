@@ -171,6 +171,24 @@ class Tree:
             return None
         return self.path(siblings[(siblings.index(node) + delta) % len(siblings)])
 
+    def descend(self, node: int) -> tuple[int, ...]:
+        """The path from ``node`` down through each last-visited child to a leaf."""
+        while (child := self.last_child(node)) is not None:
+            node = child
+        return self.path(node)
+
+    def nearest_other(self, tokens: Sequence[int]) -> tuple[int, ...] | None:
+        """The path visited last that forks off ``tokens`` nearest to its end: from the closest
+        ancestor (or the node itself) with a sibling, that sibling's last-visited descent; None
+        when no path forks off it."""
+        node = self.locate(tokens)
+        while node is not None and node != self.ROOT:
+            others = [s for s in self.siblings(node) if s != node]
+            if others:
+                return self.descend(max(others, key=lambda s: self.nodes[s].stamps[0]))
+            node = self.nodes[node].parent
+        return None
+
     def __len__(self) -> int:
         """Number of nodes, the root included."""
         return len(self.nodes)

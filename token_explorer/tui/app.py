@@ -23,6 +23,8 @@ from token_explorer.errors import Cancelled, UserError
 from token_explorer.printable import printable
 from token_explorer.prompts import SavedPrompt, save_prompt
 from token_explorer.protocol import EngineLike
+from token_explorer.compare import compare
+from token_explorer.results import Snapshot
 from token_explorer.sampling_params import SamplingParams
 from token_explorer.sessions import OpenBranch, Session, for_model, load_session, save_session
 from token_explorer.tree import Removal, Tree
@@ -46,6 +48,7 @@ from .render import (
 from .screens.browser import PromptBrowser
 from .screens.help import HelpScreen
 from .screens.loading import LoadingScreen
+from .screens.compare import CompareScreen
 from .screens.sessions import SessionBrowser
 from .screens.text_input import TextInput
 from .screens.tree import TreeScreen
@@ -906,6 +909,57 @@ class TokenExplorerApp(App):
             self.notify(f"sampled {plural(message.count, 'token')} ({message.reason})", markup=False)
         self._refresh()
         self._pump()
+
+    def action_compare(self) -> None:
+        b = self.branch
+        other = self.branch_tree.nearest_other(b.tokens)
+        name = "other path"  # the one visited last of those forking off nearest
+        if other is None and len(self.branches) > 1:
+            other, name = self.branches[(self.current + 1) % len(self.branches)].tokens, "next branch"
+        if other is None or other == b.tokens:
+            self.notify("nothing to compare with: fork (enter on an alternative) or open another branch",
+                        severity="warning")
+            return
+        if b.current is None or self._inflight is not None or self.lane.steps:
+            self.notify("compare once the queued steps are done (esc drops them)", severity="warning")
+            return
+        frame = self._frames.get(other)
+        if frame is not None:
+            self._show_comparison(b.current.snapshot, frame.snapshot, name)
+            return
+        self._inflight = Job(b.id, b.tokens)  # holds the engine lane while the other path runs
+        self._compare_run(self.engine, b.tokens, other, name)
+        self._refresh_status()
+
+    @work(thread=True, exit_on_error=False, group="engine")
+    def _compare_run(self, engine: EngineLike, tokens: tuple[int, ...], other: tuple[int, ...], name: str) -> None:
+        rows = self.settings.display.tokens_to_show
+        try:
+            theirs = frame_of(engine, engine.set_tokens(list(other)), rows)
+            ours = frame_of(engine, engine.set_tokens(list(tokens)), rows)
+        except Exception as e:  # noqa: BLE001
+            self.post_message(m.CompareReady(None, None, name, one_line(e)))
+            return
+        self.post_message(m.CompareReady(ours, theirs, name))
+
+    def on_compare_ready(self, message: m.CompareReady) -> None:
+        self._inflight = None
+        if message.error:
+            self._engine_tokens = None
+            self.notify(f"compare failed: {message.error}", severity="error", markup=False)
+        else:
+            self._engine_tokens = message.ours.tokens
+            self._keep_frame(message.theirs)
+            self._keep_frame(message.ours)
+            if self.branch.tokens == message.ours.tokens:
+                self._show_comparison(message.ours.snapshot, message.theirs.snapshot, message.name)
+        self._refresh()
+        self._pump()
+
+    def _show_comparison(self, ours: Snapshot, theirs: Snapshot, name: str) -> None:
+        result = compare(ours, theirs)
+        tail = "".join(p.text for p in ours.positions[max(0, result.common - 8): result.common])
+        self.push_screen(CompareScreen(result, tail, "this branch", name))
 
     def action_type_text(self) -> None:
         b = self.branch

@@ -74,6 +74,8 @@ COMMANDS: tuple[Command, ...] = (
             group="tree"),
     Command("tree_next", "right_parenthesis", "To the next sibling in the branch tree", "tree_sibling(1)",
             group="tree"),
+    Command("compare", "v", "Compare this branch with the path that forks off it nearest (or the next branch)",
+            "compare", group="tree"),
     Command("tree", "t", "The branch tree: every path visited, opened with enter", "tree", group="tree"),
     Command("focus_next", "tab", "Focus the next panel, to scroll it with the arrow, page and home/end keys",
             "focus_next", group="panels"),

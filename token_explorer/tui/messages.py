@@ -145,3 +145,13 @@ class SampleDone(Message):
     count: int
     reason: str
     error: str = ""
+
+
+@dataclass
+class CompareReady(Message):
+    """The frames of this branch and of the path it is compared with (or the error)."""
+
+    ours: Frame | None
+    theirs: Frame | None
+    name: str
+    error: str = ""
