@@ -378,3 +378,25 @@ async def test_sample_and_typed_text_on_a_tiny_llama(tmp_path, tiny_dirs):
         assert app.branch.tokens == tuple(path) + tuple(plain[len(empty):])
         fresh = open_engine(str(tiny_dirs["llama"]), device="cpu", top_k=30)
         same_records(app.branch.current.snapshot, fresh.set_tokens(list(app.branch.tokens)))
+
+
+async def test_the_processed_column_equals_the_sampler_recomputed_by_hand(tmp_path):
+    engine = FakeEngine()
+    app = sampling_app(tmp_path, engine, temperature=2.0, top_k=5)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await keys(pilot, "P")
+        table = app.query_one(Candidates)
+        assert [str(c.label) for c in table.columns.values()][:5] == ["#", "token", "prob", "proc", "logit"]
+        logits = engine.logits(app.branch.tokens)
+        top = np.argsort(-logits, kind="stable")[:5]
+        e = np.exp((logits[top] - logits[top].max()) / 2.0)
+        expected = dict(zip(top.tolist(), (e / e.sum()).tolist()))
+        ids = app.branch.current.snapshot.next.top_ids
+        for r in range(8):
+            shown = float(table.get_row_at(r)[3].plain)
+            assert shown == pytest.approx(expected.get(int(ids[r]), 0.0), abs=6e-5)
+        await keys(pilot, "l")  # a step's frame carries the column too
+        assert app.branch.current.processed is not None
+        await keys(pilot, "P")
+        assert [str(c.label) for c in table.columns.values()][:4] == ["#", "token", "prob", "logit"]

@@ -119,6 +119,7 @@ class TokenExplorerApp(App):
         self.session_path = session_path  # where S saves; None: a new file in the sessions folder
         self.seed = seed  # the sampler's seed (--seed); None: not reproducible
         self._sample_stop: threading.Event | None = None  # set while sampling; a key sets it
+        self._processed_tried: tuple[int, ...] | None = None  # tokens whose processed column was asked for
         self.initial_session = initial_session
         self.keymap: dict[str, str] = dict(settings.keymap)
         self.engine: EngineLike | None = None
@@ -133,6 +134,7 @@ class TokenExplorerApp(App):
         self.view_id = start_view or "plain"
         self.show_cursor = bool(settings.display.show_cursor)
         self.show_z = False
+        self.show_processed = False  # the sampler's processed probability beside the raw one
         self.params: dict[str, dict[str, Any]] = {}
         self._before_lens = "plain"
         # the serial engine lane: one job in flight, the branch's queued steps
@@ -202,7 +204,7 @@ class TokenExplorerApp(App):
     @property
     def _side_width(self) -> int:
         """Width of the candidates panel: wider on wide terminals and with the z column."""
-        return (40 if self._width < 120 else 56) + (4 if self.show_z else 0)
+        return (40 if self._width < 120 else 56) + (4 if self.show_z else 0) + (4 if self.show_processed else 0)
 
     # ------------------------------------------------------------ loading
 
@@ -354,6 +356,10 @@ class TokenExplorerApp(App):
             job = Job(b.id, b.tokens, sync=b.tokens)
         if job is None and self._needs_lens(b):
             job = Job(b.id, b.tokens, fill=True)
+        if (job is None and self.show_processed and b.current is not None and b.current.processed is None
+                and self._processed_tried != b.tokens):  # the frame again, with the processed column
+            self._processed_tried = b.tokens
+            job = Job(b.id, b.tokens, sync=b.tokens)
         if job is None:
             self._request_view()
             self._refresh_status()
@@ -380,7 +386,8 @@ class TokenExplorerApp(App):
         start = time.perf_counter()
         try:
             # a fill gives way to any step the user asks for meanwhile
-            frame = run_job(engine, job, self.settings.display.tokens_to_show, stop=lambda: bool(self.lane.steps))
+            frame = run_job(engine, job, self.settings.display.tokens_to_show, stop=lambda: bool(self.lane.steps),
+                            params=self._sampling_params() if self.show_processed else None)
         except Exception as e:  # noqa: BLE001 - becomes a notice; the branch keeps its tokens
             self.post_message(m.JobFailed(job, one_line(e)))
             return
@@ -402,7 +409,8 @@ class TokenExplorerApp(App):
             if b.id != job.branch_id:
                 continue
             if job.step is None:
-                if frame.tokens == b.tokens and b.current is None:  # keep a frame already shown
+                more = frame.processed is not None and b.current is not None and b.current.processed is None
+                if frame.tokens == b.tokens and (b.current is None or more):  # else keep the frame shown
                     self.branches[i] = replace(b, frame=frame)
             elif b.tokens == job.base:  # not reset meanwhile
                 self.branches[i] = b.with_frame(frame)
@@ -618,7 +626,7 @@ class TokenExplorerApp(App):
                 panel = None
             self.query_one(Detail).update(line)
             self.query_one(ViewPanel).show(panel)
-            options = (self.show_z, self._side_width, self._fork_at())
+            options = (self.show_z, self._side_width, self._fork_at(), self.show_processed)
             if self._table_shown is None or self._table_shown[0] is not frame or self._table_shown[1] != options:
                 self._show_table(frame, options)
         self._refresh_status()
@@ -638,7 +646,7 @@ class TokenExplorerApp(App):
             keep = same and self._table_shown[1][2] == fork_at
             row = table.selected if keep else (ids.index(actual) if actual in ids else len(ids))
             table.show(frame, self.settings.display.tokens_to_show, self.show_z, self._side_width - 2, row,
-                       fork_at=fork_at, fork_texts=self.engine.token_texts(ids))
+                       fork_at=fork_at, fork_texts=self.engine.token_texts(ids), show_processed=self.show_processed)
             side.border_title = f"at #{fork_at}: l / enter forks"
             self._table_shown = (frame, options)
             return
@@ -649,7 +657,8 @@ class TokenExplorerApp(App):
             row = table.selected  # same frame, new columns or width
         else:
             row, self.lane.selection = self.lane.selection, 0  # the table after the last step
-        table.show(frame, self.settings.display.tokens_to_show, self.show_z, self._side_width - 2, row)
+        table.show(frame, self.settings.display.tokens_to_show, self.show_z, self._side_width - 2, row,
+                   show_processed=self.show_processed)
         self._table_shown = (frame, options)
 
     def _view_title(self) -> str:
@@ -857,15 +866,29 @@ class TokenExplorerApp(App):
             return
         self._goto(target)
 
+    def _sampling_params(self) -> SamplingParams:
+        """The sampler's settings from ``[sampling]``."""
+        s = self.settings.sampling
+        return SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+                              repetition_penalty=s.repetition_penalty, no_repeat_ngram_size=s.no_repeat_ngram_size,
+                              min_new_tokens=s.min_new_tokens)
+
+    def action_toggle_processed(self) -> None:
+        self.show_processed = not self.show_processed
+        self.query_one("#side").border_subtitle = ("prob raw · proc: sampler ([sampling])" if self.show_processed
+                                                   else "raw softmax, no filter")
+        self._processed_tried = None
+        self._fit_side()
+        self._refresh()
+        self._pump()
+
     def action_sample(self) -> None:
         b = self.branch
         if b.current is None or self._inflight is not None or self.lane.steps:
             self.notify("sampling starts once the queued steps are done (esc drops them)", severity="warning")
             return
         s = self.settings.sampling
-        params = SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                                repetition_penalty=s.repetition_penalty, no_repeat_ngram_size=s.no_repeat_ngram_size,
-                                min_new_tokens=s.min_new_tokens)
+        params = self._sampling_params()
         self._sample_stop = threading.Event()
         self._inflight = Job(b.id, b.tokens)  # holds the engine lane until the sampling ends
         self._sample(self.engine, b.id, b.tokens, s.tokens, params, s.stop, self._sample_stop)
@@ -883,7 +906,7 @@ class TokenExplorerApp(App):
 
         try:
             reason = sample_run(engine, base, n, params, self.seed, stop_text, self.settings.display.tokens_to_show,
-                                stop.is_set, landed)
+                                stop.is_set, landed, self.show_processed)
         except Exception as e:  # noqa: BLE001 - becomes a notice; what landed stays
             self.post_message(m.SampleDone(branch_id, count, "", one_line(e)))
             return

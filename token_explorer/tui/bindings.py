@@ -56,6 +56,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("scale_first", "f", "Leave position 0 out of the colour scale (or put it back)", "toggle_scale_first",
             group="views"),
     Command("zscore", "z", "Show/hide the z-score column", "toggle_z", group="views"),
+    Command("processed", "P,shift+p", "Show/hide the sampler's processed probability ([sampling]) beside the raw one",
+            "toggle_processed", group="views"),
     Command("cursor_toggle", "c", "Show/hide the cursor", "toggle_cursor", group="cursor"),
     Command("cursor_next", "right_square_bracket,ctrl+j", "Cursor to the next token", "cursor_next", group="cursor"),
     Command("cursor_prev", "left_square_bracket,ctrl+k", "Cursor to the previous token", "cursor_prev", group="cursor"),

@@ -31,14 +31,20 @@ class Job:
     fill: bool = False
 
 
-def frame_of(engine: EngineLike, snapshot: Snapshot, rows: int) -> Frame:
-    """The snapshot plus the display text of its first ``rows`` next-token candidates."""
+def frame_of(engine: EngineLike, snapshot: Snapshot, rows: int, params: SamplingParams | None = None) -> Frame:
+    """The snapshot plus the display text of its first ``rows`` next-token candidates, and with
+    ``params`` their processed probability (the engine must hold exactly ``snapshot``'s tokens)."""
     ids = [int(t) for t in snapshot.next.top_ids[:rows]] if snapshot.positions else []
-    return Frame(snapshot, tuple(engine.token_texts(ids)) if ids else ())
+    processed = None
+    if params is not None and ids:
+        processed = tuple(float(p) for p in engine.processed_probs(params, ids))
+    return Frame(snapshot, tuple(engine.token_texts(ids)) if ids else (), processed)
 
 
-def run_job(engine: EngineLike, job: Job, rows: int, stop: Callable[[], bool] = lambda: False) -> Frame:
-    """Run ``job`` on the engine and return the resulting frame (``stop`` ends a fill early)."""
+def run_job(engine: EngineLike, job: Job, rows: int, stop: Callable[[], bool] = lambda: False,
+            params: SamplingParams | None = None) -> Frame:
+    """Run ``job`` on the engine and return the resulting frame (``stop`` ends a fill early; with
+    ``params`` the frame carries the candidates' processed probabilities)."""
     snapshot = None
     if job.sync is not None:
         snapshot = engine.set_tokens(list(job.sync))
@@ -54,7 +60,7 @@ def run_job(engine: EngineLike, job: Job, rows: int, stop: Callable[[], bool] = 
         snapshot = engine.pop()
     if snapshot is None:
         snapshot = engine.snapshot()
-    return frame_of(engine, snapshot, rows)
+    return frame_of(engine, snapshot, rows, params)
 
 
 def start_tokens(engine: EngineLike, text: str | None, tokens: Sequence[int] | None) -> list[int]:
@@ -93,7 +99,8 @@ def text_ids(engine: EngineLike, text: str) -> list[int]:
 
 
 def sample_run(engine: EngineLike, base: Sequence[int], n: int, params: SamplingParams, seed: int | None,
-               stop_text: str, rows: int, stopped: Callable[[], bool], on_frame: Callable[[Frame], None]) -> str:
+               stop_text: str, rows: int, stopped: Callable[[], bool], on_frame: Callable[[Frame], None],
+               show_processed: bool = False) -> str:
     """From the prompt ``base``, draw up to ``n`` tokens with the sampler and append each, calling
     ``on_frame`` after every one. The k-th draw (from 0) uses ``seed + k`` when a seed is given.
     Ends on an EOS token (kept), once the drawn text contains ``stop_text`` (not before
@@ -106,7 +113,7 @@ def sample_run(engine: EngineLike, base: Sequence[int], n: int, params: Sampling
             return "stopped by a key"
         token = engine.sample(params, step=k, seed=None if seed is None else seed + k)
         drawn.append(token)
-        on_frame(frame_of(engine, engine.append(token), rows))
+        on_frame(frame_of(engine, engine.append(token), rows, params if show_processed else None))
         if token in eos:
             return "end of sequence"
         if stop_text and k + 1 >= params.min_new_tokens and stop_text in engine.decode(drawn):
