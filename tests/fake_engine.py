@@ -17,6 +17,7 @@ import numpy as np
 
 from token_explorer.analyses.declare import Param, Spec
 from token_explorer.results import Attribution, LayerGrid, ModelInfo, Position, Snapshot
+from token_explorer.sampling_params import SamplingParams
 from token_explorer.tokens import piece_text
 
 BOS, EOS, MARKUP, CLOSE = 256, 257, 258, 259
@@ -194,6 +195,41 @@ class FakeEngine:
                 return Snapshot(tuple(self._tokens), tuple(self._positions))
             finally:
                 self._leave()
+
+    def _processed(self, params: SamplingParams, step: int) -> np.ndarray:
+        """(V,) float64 processed logits: a NumPy rendering of the sampler's rules (repetition penalty,
+        EOS ban, temperature, top-k, top-p; no n-gram or whitespace bans)."""
+        with self._lock:
+            context = list(self._tokens)
+        out = self.logits(context).copy()
+        seen = sorted(set(context))
+        if params.repetition_penalty != 1.0 and seen:
+            out[seen] = np.where(out[seen] > 0, out[seen] / params.repetition_penalty, out[seen] * params.repetition_penalty)
+        if step < max(params.min_new_tokens, params.block_eos_steps):
+            out[EOS] = -np.inf
+        out = out / (1.0 if params.greedy else params.temperature)
+        if 0 < params.top_k < VOCAB:
+            out[out < np.sort(out)[-params.top_k]] = -np.inf
+        if params.top_p < 1.0:
+            order = np.argsort(-out, kind="stable")
+            probs = np.exp(out[order] - out[order][0])
+            probs /= probs.sum()
+            out[order[(np.cumsum(probs) - probs) >= params.top_p]] = -np.inf
+        return out
+
+    def sample(self, params: SamplingParams | None = None, *, step: int = 0, seed: int | None = None) -> int:
+        self._record("sample")
+        params = params or SamplingParams()
+        out = self._processed(params, step)
+        if params.greedy:
+            return int(np.argmax(out))
+        probs = np.exp(out - out.max())
+        return int(np.random.default_rng(seed).choice(VOCAB, p=probs / probs.sum()))
+
+    def processed_probs(self, params: SamplingParams, ids: Sequence[int], *, step: int = 0) -> np.ndarray:
+        out = self._processed(params, step)
+        probs = np.exp(out - out.max())
+        return (probs / probs.sum())[[int(i) for i in ids]]
 
     def analyses(self) -> Mapping[str, str | None]:
         self._record("analyses")

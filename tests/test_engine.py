@@ -10,6 +10,7 @@ import torch
 
 from token_explorer.engine import Engine, open_engine
 from token_explorer.errors import UserError
+from token_explorer.sampling import SamplingParams, process
 
 TEXT = "Once upon a time, there was a café ✓"
 
@@ -149,13 +150,23 @@ def test_split_characters_are_shown_as_bytes(engine):
     assert "\ufffd" not in "".join(engine.token_texts(engine.tokenize(TEXT)))
 
 
-def test_sampling_is_seeded_and_filters(engine):
+def test_sampling_is_seeded_and_uses_the_shared_sampler(engine):
     engine.set_tokens(engine.tokenize(TEXT))
-    top = engine.snapshot().next.top_ids
-    assert engine.sample(temperature=1.0, seed=3) == engine.sample(temperature=1.0, seed=3)
-    assert engine.sample(temperature=0.0) == top[0]
-    assert all(engine.sample(top_k=2, seed=s) in top[:2] for s in range(10))
-    assert all(engine.sample(top_p=1e-6, seed=s) == top[0] for s in range(5))
+    snap = engine.snapshot()
+    top = snap.next.top_ids
+    warm = SamplingParams(temperature=1.0)
+    assert engine.sample(warm, seed=3) == engine.sample(warm, seed=3)
+    assert engine.sample(SamplingParams(temperature=0.0)) == top[0]
+    assert all(engine.sample(SamplingParams(top_k=2), seed=s) in top[:2] for s in range(10))
+    assert all(engine.sample(SamplingParams(top_p=1e-6), seed=s) == top[0] for s in range(5))
+    # the processed probabilities are those of sampling.process over the same logits and context
+    params = SamplingParams(temperature=0.7, top_k=5, repetition_penalty=1.3)
+    logits = engine.session.last_logits().clone()
+    expected = process(logits, list(snap.tokens), 0, params).softmax(-1).double().numpy()
+    ids = [int(i) for i in top[:8]]
+    np.testing.assert_allclose(engine.processed_probs(params, ids), expected[ids], atol=1e-6)
+    with pytest.raises(UserError, match="top-p"):
+        engine.sample(SamplingParams(top_p=0.0))
 
 
 def test_bad_prompts_are_user_errors(engine):

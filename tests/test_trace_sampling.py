@@ -144,3 +144,17 @@ def test_adaptive_k_matches_its_definition(seed):
     assert got.selected_prob == pytest.approx(probs[selected], abs=1e-6)
     assert got.selected_logprob == pytest.approx(math.log(probs[selected]), abs=1e-4)
     assert got.selected_rank == 1 + int((probs > probs[selected] * (1 + 1e-6)).sum())
+
+
+def test_the_fake_engines_sampler_follows_the_same_rules():
+    """The TUI tests' NumPy sampler agrees with ``sampling.process`` on the fake model's logits."""
+    from tests.fake_engine import FakeEngine
+
+    fake = FakeEngine()
+    fake.set_tokens(list(b"the cat sat on the mat, the cat"))
+    for params in (SamplingParams(temperature=0.8, top_k=7), SamplingParams(temperature=1.3, top_p=0.6),
+                   SamplingParams(temperature=0.5, repetition_penalty=1.5, min_new_tokens=3)):
+        logits = torch.tensor(fake.logits(list(fake.snapshot().tokens)), dtype=torch.float64)
+        expected = process(logits, list(fake.snapshot().tokens), 0, params, eos_ids={257}).softmax(-1).numpy()
+        ids = list(range(260))
+        np.testing.assert_allclose(fake.processed_probs(params, ids), expected[ids], atol=1e-5)

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import analyses as registry
@@ -32,6 +33,7 @@ from .model.family import sizes
 from .model.loading import Loaded, Progress, load_model
 from .model.session import Session
 from .results import ModelInfo, Snapshot
+from .sampling import SamplingParams, choose, eos_token_ids, process, whitespace_token_ids
 from .tokens import piece_text
 
 
@@ -52,6 +54,8 @@ class Engine:
         self._generation = 0  # bumped by every step and by cancel_analyses(): older analyses stop
         self.session = Session(loaded.model, loaded.tokenizer, top_k=top_k, temperature=temperature, lens=lens,
                                store_mib=self.settings.store.budget_mib)
+        self._eos = eos_token_ids(loaded.model, loaded.tokenizer)  # the ids the sampler's EOS bans cover
+        self._whitespace: set[int] | None = None  # whitespace-only ids, found on first need
         config = loaded.model.config
         shape = sizes(config)
         notes = () if self.session.family else (
@@ -146,29 +150,43 @@ class Engine:
             self.session.fill_lens(check)
             return self.snapshot()
 
-    def sample(self, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-               seed: int | None = None) -> int:
-        """Draw the next token from the processed distribution (temperature, then top-k, then top-p).
+    def sample(self, params: SamplingParams | None = None, *, step: int = 0, seed: int | None = None) -> int:
+        """Draw the next token with the sampler of ``sampling.py`` (the one ``trace`` uses): the
+        processed distribution of the last position (``step``: new tokens drawn so far, for the
+        EOS and whitespace bans), then its arg-max when greedy, else a draw seeded with ``seed``.
 
         The raw distribution kept in the records is untouched; only this draw is filtered.
         """
+        params = params or SamplingParams()
+        processed = self._processed(params, step)
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=processed.device)
+            generator.manual_seed(seed)
+        return choose(processed, params, generator)
+
+    def processed_probs(self, params: SamplingParams, ids: Sequence[int], *, step: int = 0) -> np.ndarray:
+        """(len(ids),) float64: the sampler's processed probability of each of ``ids`` at the last
+        position (0 where a filter removed the token)."""
+        processed = self._processed(params, step)
+        probs = processed.softmax(-1)
+        index = torch.tensor([int(i) for i in ids], dtype=torch.long, device=probs.device)
+        return probs[index].double().cpu().numpy()
+
+    def _processed(self, params: SamplingParams, step: int) -> torch.Tensor:
+        try:
+            params.check()
+        except ValueError as e:
+            raise UserError(f"sampling: {e}") from None
         with self._lock:
             logits = self.session.last_logits().clone()
-        if temperature <= 0:
-            return int(logits.argmax())
-        logits = logits / temperature
-        if top_k > 0:
-            kth = logits.topk(min(top_k, logits.shape[-1])).values[-1]
-            logits[logits < kth] = float("-inf")
-        if top_p < 1.0:
-            order = logits.argsort(descending=True)
-            probs = logits[order].softmax(-1)
-            drop = probs.cumsum(-1) - probs >= top_p  # keep the smallest prefix reaching top_p
-            logits[order[drop]] = float("-inf")
-        generator = torch.Generator(device=logits.device)
-        if seed is not None:
-            generator.manual_seed(seed)
-        return int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
+            context = list(self.session.tokens)
+        whitespace: set[int] = set()
+        if step < params.block_whitespace_steps:
+            if self._whitespace is None:
+                self._whitespace = whitespace_token_ids(self.session.vocab.token_bytes, int(logits.shape[-1]))
+            whitespace = self._whitespace
+        return process(logits, context, step, params, self._eos, whitespace)
 
     # -- analyses ------------------------------------------------------------------------------
     def cancel_analyses(self) -> None:

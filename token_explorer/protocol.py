@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from .analyses.declare import Spec
 from .results import ModelInfo, Snapshot
+from .sampling_params import SamplingParams
 
 
 class EngineLike(Protocol):
@@ -46,6 +47,15 @@ class EngineLike(Protocol):
 
     def pop(self) -> Snapshot:
         """Remove the last token: a KV-cache crop, no forward."""
+
+    def sample(self, params: SamplingParams | None = None, *, step: int = 0, seed: int | None = None) -> int:
+        """The next token drawn by the sampler (greedy by default); ``step`` counts tokens drawn so
+        far (the EOS and whitespace bans read it); the same ``seed`` draws the same token."""
+        ...
+
+    def processed_probs(self, params: SamplingParams, ids: Sequence[int], *, step: int = 0) -> Any:
+        """The sampler's processed probability of each of ``ids`` at the last position (0 if removed)."""
+        ...
 
     def analyses(self) -> Mapping[str, str | None]:
         """Analyses by name, each mapped to None if available or the reason it is not."""

@@ -22,7 +22,7 @@ from ..model.family import Family, blocks, family_of
 from ..model.hooks import last_logits_only
 from ..model.kv_cache import make_cache
 from ..model.unembed import Unembed
-from ..sampling import SamplingParams, choose, process, raw_logits
+from ..sampling import SamplingParams, choose, eos_token_ids, process, raw_logits
 from .activations import POINT_OF, ActivationRecord, activation_record
 from .attention import AttentionRecord, attention_matrix, attention_record, attention_rows
 from .captures import last_position
@@ -84,18 +84,6 @@ class TraceResult:
     seconds: float = 0.0  # generation and captures, not writing
 
 
-def eos_ids(model: torch.nn.Module, tokenizer) -> set[int]:
-    """Every id the model or its tokenizer declares as end of sequence."""
-    out: set[int] = set()
-    for source in (getattr(model, "generation_config", None), model.config, tokenizer):
-        value = getattr(source, "eos_token_id", None)
-        if isinstance(value, int):
-            out.add(value)
-        elif isinstance(value, (list, tuple)):
-            out.update(int(v) for v in value)
-    return out
-
-
 class Tracer:
     """Runs one trace over ``model``; the model is used as loaded, plus hooks while it runs."""
 
@@ -153,7 +141,7 @@ class Tracer:
         c = self.config
         result = TraceResult(prompt_ids=[int(i) for i in prompt_ids])
         context = list(result.prompt_ids)
-        eos = eos_ids(self.model, self.tokenizer)
+        eos = eos_token_ids(self.model, self.tokenizer)
         generator = None
         if not params.greedy:
             generator = torch.Generator(device=self.device)

@@ -24,6 +24,7 @@ from token_explorer.protocol import EngineLike
 from . import messages as m
 from .bindings import COMMANDS, READY_ONLY_EXEMPT, textual_bindings, unknown_ids
 from .commands import ExplorerCommands
+from .export import Shown, write_export
 from .jobs import Job, frame_of, one_line, run_job, start_tokens
 from .findings import param_text, render_result
 from .render import (
@@ -750,6 +751,43 @@ class TokenExplorerApp(App):
             self.post_message(m.Notice(f"save failed: {one_line(e)}", "error"))
             return
         self.post_message(m.Notice(f"saved {len(tokens)} tokens to {path}"))
+
+    def action_export(self) -> None:
+        """Write what is on screen (see ``export.py``) to a new folder beside the prompts folder."""
+        frame = self.branch.current
+        if frame is None:
+            self.notify("nothing to export yet: the prompt is still running", severity="warning")
+            return
+        view, result = self.view, None
+        status = "no values" if view.measure is None and not view.heavy else "ready"
+        if view.heavy:
+            reason = unavailable_reason(view, self.analyses)
+            key = self._view_key()
+            cached = self._view_cache.get(key) if reason is None and key is not None else None
+            if reason is not None or key is None:
+                status = f"unavailable: {reason or 'no analysis'}"
+            elif isinstance(cached, ViewError):
+                status = f"failed: {cached.error}"
+            elif cached is not None:
+                result = cached
+            elif self._view_partial is not None and self._view_partial[0] == key:
+                result, status = self._view_partial[1], "partial"
+            else:
+                status = "computing"
+        info = self.engine.info
+        shown = Shown(view, status, dict(self.view_params(view)), frame.snapshot, frame.cand_texts,
+                      self.settings.display.tokens_to_show, self.branch.cursor, info.name, info.fingerprint,
+                      self.export_screenshot(), result, {"skip_first": self.skip_first})
+        self._export(self.settings.prompt.path.parent / "exports", shown)
+
+    @work(thread=True, exit_on_error=False, group="files")
+    def _export(self, root, shown: Shown) -> None:
+        try:
+            folder, names = write_export(root, shown)
+        except Exception as e:  # noqa: BLE001
+            self.post_message(m.Notice(f"export failed: {one_line(e)}", "error"))
+            return
+        self.post_message(m.Notice(f"exported to {folder}: {', '.join(names)}"))
 
     def notify(self, message: str, **kwargs: Any) -> None:
         """Show a notice; file names, model names and errors in it pass through ``printable``."""

@@ -38,6 +38,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("branch_prev", "s", "Previous branch", "branch_prev", group="branches"),
     Command("save", "x", "Save this prompt (text and token ids) to the prompts folder", "save", group="files"),
     Command("open", "o", "Open a saved prompt as a new branch", "open", group="files"),
+    Command("export", "X,shift+x", "Export the screen: view values, grid, candidates and an SVG screenshot",
+            "export", group="files"),
     Command("view_next", "e", "Next view", "view_next", footer="view", group="views"),
     Command("view_prev", "E,shift+e", "Previous view", "view_prev", group="views"),
     Command("lens", "p", "Layer (logit lens) view on/off", "lens", group="views"),
