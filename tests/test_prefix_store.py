@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, MistralConfig
+from transformers import AutoModelForCausalLM, MistralConfig, OlmoConfig
 
 from tiny import FAMILIES, MORE_FAMILIES, make_model, make_tokenizer
 from token_explorer.config import Settings, StoreSettings
@@ -181,6 +181,20 @@ def random_walk(session: Session, rng: random.Random, steps: int, vocab: int):
         yield
 
 
+def count_restores(session: Session) -> list[int]:
+    """A list that gets how many positions each of ``session``'s restores copied back."""
+    restored: list[int] = []
+    original = session._restore
+
+    def counting(ids):
+        before = len(session.tokens)
+        original(ids)
+        restored.append(len(session.tokens) - before)
+
+    session._restore = counting
+    return restored
+
+
 @pytest.mark.parametrize("family", FAMILIES + ("mistral",))
 @pytest.mark.parametrize("budget", [None, 40_000], ids=["roomy", "tight"])
 def test_random_steps_equal_full_recomputes(tokenizer, family, budget):
@@ -189,22 +203,13 @@ def test_random_steps_equal_full_recomputes(tokenizer, family, budget):
     assert session.store is not None, "every layer is a plain full-attention one"
     if budget is not None:
         session.store.budget = budget  # about ten positions: eviction all the time
-    restored = 0
-    original = session._restore
-
-    def counting(ids):
-        nonlocal restored
-        before = len(session.tokens)
-        original(ids)
-        restored += len(session.tokens) - before
-
-    session._restore = counting
+    restored = count_restores(session)
     rng = random.Random(f"{family}-{budget}")
     for _ in random_walk(session, rng, 40, len(tokenizer)):
         session.fill_lens()
         assert_same(session, reference(model, tokenizer, list(session.tokens)))
         assert session.store.nbytes <= session.store.budget
-    assert restored > (10 if budget is None else 0), "the walk came back to stored positions"
+    assert sum(restored) > (10 if budget is None else 0), "the walk came back to stored positions"
     assert (session.store.evicted > 20) == (budget is not None)
 
 
@@ -265,3 +270,19 @@ def test_the_engine_takes_the_budget_from_the_config(tiny_dirs, budget):
     engine = open_engine(str(tiny_dirs["llama"]), device="cpu", settings=settings)
     store = engine.session.store
     assert (store is None) if budget == 0 else (store is not None and store.budget == budget * 2**20)
+
+
+def test_a_family_outside_the_table_reuses_kv_rows_and_records(tokenizer):
+    torch.manual_seed(0)
+    config = OlmoConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                        num_attention_heads=4, max_position_embeddings=256, bos_token_id=0, eos_token_id=1,
+                        pad_token_id=1)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    session = Session(model, tokenizer, top_k=20, temperature=0.7, lens=False, store_mib=64)
+    assert session.family is None and session.store is not None
+    restored = count_restores(session)
+    for _ in random_walk(session, random.Random("olmo"), 30, len(tokenizer)):
+        fresh = Session(model, tokenizer, top_k=20, temperature=0.7, lens=False, store_mib=0)
+        fresh.set_tokens(list(session.tokens))
+        assert_same(session, fresh)
+    assert sum(restored) > 5
