@@ -124,6 +124,13 @@ class CacheSettings:
         return Path(self.directory).expanduser()
 
 
+@dataclass(frozen=True)
+class StoreSettings:
+    """``[store]``: the prefix store of computed positions (switching branches without recomputing)."""
+
+    budget_mib: int = _setting(512, _between(0, 1_000_000))  # memory it may hold, MiB; 0 turns it off
+
+
 _SECTIONS: dict[str, type] = {
     "model": ModelSettings,
     "prompt": PromptSettings,
@@ -131,6 +138,7 @@ _SECTIONS: dict[str, type] = {
     "engine": EngineSettings,
     "cache": CacheSettings,
     "sampling": SamplingSettings,
+    "store": StoreSettings,
 }
 
 
@@ -144,6 +152,7 @@ class Settings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
     keymap: tuple[tuple[str, str], ...] = ()  # (binding id, keys) in file order, e.g. ("append", "right,l")
     sae: tuple[dict[str, Any], ...] = ()  # raw [[sae]] tables
 
