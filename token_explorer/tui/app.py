@@ -17,6 +17,7 @@ from rich.text import Text
 from textual import events, work
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.widgets import Footer
 
 from token_explorer.errors import Cancelled, UserError
@@ -701,7 +702,11 @@ class TokenExplorerApp(App):
         text.append(" │ view: ")
         text.append(self._view_title(), Style(bold=True))
         text.append(f" │ {printable(info.name)} · {info.device}")
-        self.query_one(StatusLine).update(text)
+        try:
+            status = self.query_one(StatusLine)
+        except NoMatches:  # the app is closing: a busy-mark timer fired after the main screen went
+            return
+        status.update(text)
 
     # ------------------------------------------------------------ actions: stepping
 
