@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import jsonschema
@@ -14,10 +15,11 @@ import pytest
 import torch
 
 from test_heads_metrics import direct_metrics
-from tiny import FAMILIES, MORE_FAMILIES, make_model, make_tokenizer
+from tiny import CORPUS, FAMILIES, MORE_FAMILIES, make_model, make_tokenizer
 from token_explorer.cli import main
 from token_explorer.heads import schema
 from token_explorer.heads.attention import layer_pattern, record_sequence
+from token_explorer.heads.lab import run_lab
 from token_explorer.heads.metrics import PATTERN_METRICS
 from token_explorer.heads.scan import HeadScan, ScanConfig
 from token_explorer.model.capture import install_query_capture
@@ -233,3 +235,75 @@ def test_bad_corpus_and_out_folders_are_one_line(capsys, tiny_dirs, tmp_path):
     short.write_text("hi")
     assert_one_line_error(*run(capsys, "heads", *model, "--corpus", str(short), "--out", str(tmp_path / "o"))[::2],
                           "no sequence")
+
+
+def test_a_small_corpus_keeps_its_sparse_attention_instead_of_reading_it_again(tokenizer):
+    model = make_model("qwen2", tokenizer)
+    install_query_capture(model)
+    sequences = [tokenizer(t)["input_ids"][:18] for t in (TEXT, TEXT[20:], TEXT[40:])]
+    scans = []
+    for keep in (True, False):
+        scan = HeadScan(model, family_of(model), {1: (0, 3)}, len(tokenizer), ScanConfig(seq_len=18), keep_sparse=keep)
+        for i, ids in enumerate(sequences):
+            scan.add(i, ids)
+        picks = scan.picks()
+        assert sorted(p.seq_id for p in picks[0]) == [0, 1, 2]  # 3 sequences: every one is picked
+        scans.append([scan.samples(sequences[p.seq_id], [(0, p)])[0][1] for p in picks[0]])
+    for kept, read in zip(*scans):
+        assert (kept.seq_id, kept.interval) == (read.seq_id, read.interval)
+        np.testing.assert_array_equal(kept.indices, read.indices)
+        np.testing.assert_allclose(kept.values, read.values, atol=1e-6)
+
+
+def plant_induction_head(model, beta=10.0, gamma=3.0, seed=0):
+    """Hand-set weights of a tiny GPT-2 (every other weight zero, so its other heads attend
+    uniformly): layer 0 head 0 attends to the previous token through sinusoidal position embeddings
+    and copies that token's embedding into dims 48..63; layer 1 head 1 matches the current token
+    against that copy, so it attends to the token after an earlier copy of the current one."""
+    g = torch.Generator().manual_seed(seed)
+    t = model.transformer
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        for block in t.h:
+            block.ln_1.weight.fill_(1.0); block.ln_2.weight.fill_(1.0)
+        t.ln_f.weight.fill_(1.0)
+        e = torch.randn(t.wte.weight.shape[0], 16, generator=g)
+        e -= e.mean(1, keepdim=True)
+        t.wte.weight[:, :16] = 4 * e / e.norm(dim=1, keepdim=True)  # zero-mean token vectors, |E| = 4
+        omega = torch.linspace(0.6, 3.0, 8)
+        n = torch.arange(t.wpe.weight.shape[0], dtype=torch.float32)[:, None]
+        cos, sin = torch.cos(n * omega), torch.sin(n * omega)  # (N, 8)
+        t.wpe.weight[:, 16:48] = torch.stack([cos, sin, -cos, -sin], -1).flatten(1)  # zero mean
+        pair = lambda j: (16 + 4 * j, 17 + 4 * j)  # the (cos, sin) dims of frequency j
+        a0, a1 = t.h[0].attn.c_attn.weight, t.h[1].attn.c_attn.weight  # (64, 192): x @ W = [q | k | v]
+        for j in range(8):
+            c, s = pair(j)
+            w = float(omega[j])
+            # q = R(-w) p[n] = p[n-1] on the (cos, sin) pair; k = p[m]
+            a0[c, 2 * j], a0[s, 2 * j] = beta * math.cos(w), beta * math.sin(w)
+            a0[c, 2 * j + 1], a0[s, 2 * j + 1] = -beta * math.sin(w), beta * math.cos(w)
+            a0[c, 64 + 2 * j], a0[s, 64 + 2 * j + 1] = 1.0, 1.0
+        a0[torch.arange(16), 128 + torch.arange(16)] = 1.0  # head 0's value: the token vector
+        t.h[0].attn.c_proj.weight[torch.arange(16), 48 + torch.arange(16)] = 1.0  # written to dims 48..63
+        a1[torch.arange(16), 16 + torch.arange(16)] = gamma  # head 1 query: the current token
+        a1[48 + torch.arange(16), 64 + 16 + torch.arange(16)] = 1.0  # head 1 key: the previous token's copy
+    return model.eval()
+
+
+def test_a_planted_induction_head_is_ranked_first(tokenizer, tmp_path):
+    model = plant_induction_head(make_model("gpt2", tokenizer))
+    assert install_query_capture(model)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(CORPUS))  # each sentence four times: repeats to induct on
+    heads = {layer: (0, 1, 2, 3) for layer in range(3)}
+    lab = run_lab(model, family_of(model), tokenizer, "planted", [corpus], heads, 3, 4,
+                  ScanConfig(seq_len=64, random_length=40), None)
+    studied = lab.scan.studied
+    first = lambda values: studied[int(np.nanargmax(values))]  # noqa: E731
+    assert first(lab.random_induction) == (1, 1)
+    assert lab.random_induction[studied.index((1, 1))] > 0.9
+    assert sorted(lab.random_induction)[-2] < 0.2  # the rest attend evenly
+    assert first(lab.metrics["induction_score"]) == (1, 1)
+    assert first(lab.metrics["previous_token_score"]) == (0, 0)
+    assert lab.metrics["previous_token_score"][studied.index((0, 0))] > 0.9

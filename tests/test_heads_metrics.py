@@ -14,7 +14,7 @@ from token_explorer.heads.histograms import DistanceHistogram, distance_edges
 from token_explorer.heads.induction import induction_scores, repeated_random_tokens
 from token_explorer.heads.metrics import MetricSums, sequence_sums
 from token_explorer.heads.pca import TripleReservoir, pca3
-from token_explorer.heads.tally import TokenTally
+from token_explorer.heads.tally import SparseCounts, TokenTally
 from token_explorer.heads.triples import max_activation, row_peaks
 
 
@@ -113,10 +113,27 @@ def test_token_tally_weights_and_entropy():
     tokens = torch.tensor([0, 7, 8, 7, 9])
     q, k, w = torch.tensor([2, 3, 4]), torch.tensor([[1, 2, 1]]), torch.tensor([[0.5, 0.25, 0.25]])
     tally.add(slice(0, 1), tokens, q, k, w)
-    assert tally.top(tally.key, 0, 5) == [(7, pytest.approx(0.75)), (8, pytest.approx(0.25))]
+    assert tally.key.top(0, 5) == [(7, pytest.approx(0.75)), (8, pytest.approx(0.25))]
     query_p = np.array([0.5, 0.25, 0.25])  # tokens 8, 7, 9
-    assert tally.entropy_bits(tally.query)[0] == pytest.approx(-(query_p * np.log2(query_p)).sum())
-    assert math.isnan(TokenTally(1, 3).entropy_bits(TokenTally(1, 3).query)[0])
+    assert tally.query.entropy_bits()[0] == pytest.approx(-(query_p * np.log2(query_p)).sum())
+    assert math.isnan(TokenTally(1, 3).query.entropy_bits()[0])
+
+
+def test_sparse_counts_sum_repeated_pairs_across_coalescing():
+    counts = SparseCounts(3, 5)
+    g = torch.Generator().manual_seed(0)
+    heads, ids, w = torch.randint(0, 3, (400,), generator=g), torch.randint(0, 5, (400,), generator=g), torch.rand(400, generator=g)
+    dense = np.zeros((3, 5))
+    for i in range(0, 400, 50):  # several adds, coalesced in between and at the end
+        counts.add(heads[i : i + 50], ids[i : i + 50], w[i : i + 50])
+        np.add.at(dense, (heads[i : i + 50].numpy(), ids[i : i + 50].numpy()), w[i : i + 50].numpy())
+        counts._coalesce()
+    for h in range(3):
+        got_ids, got_w = counts.head(h)
+        np.testing.assert_allclose(got_w.numpy(), dense[h][got_ids.numpy()], rtol=1e-12)
+        assert set(got_ids.tolist()) == set(np.flatnonzero(dense[h]).tolist())
+        p = dense[h] / dense[h].sum()
+        assert counts.entropy_bits()[h] == pytest.approx(-(p[p > 0] * np.log2(p[p > 0])).sum())
 
 
 def test_distance_histogram_puts_each_weight_in_its_log_bin():

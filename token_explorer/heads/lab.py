@@ -49,17 +49,21 @@ def run_lab(model: torch.nn.Module, family: Family, tokenizer, model_name: str, 
 
     The model must have the capture installed (``install_query_capture``).
     """
-    total = sum(len(ids) for _, ids in sequences(files, tokenizer, config.seq_len, max_sequences))
+    count = total = 0
+    for _, ids in sequences(files, tokenizer, config.seq_len, max_sequences):
+        count, total = count + 1, total + len(ids)
     if total == 0:
         raise UserError(f"--corpus: {files[0] if len(files) == 1 else 'the folder'} has no sequence of at least 8 tokens")
     vocab_size = model.get_input_embeddings().num_embeddings
-    scan = HeadScan(model, family, heads, vocab_size, config)
+    every_one_picked = count <= config.n_intervals * config.per_interval
+    scan = HeadScan(model, family, heads, vocab_size, config, keep_sparse=every_one_picked)
+    progress(0, total)
     for seq_id, ids in sequences(files, tokenizer, config.seq_len, max_sequences):
         scan.add(seq_id, ids)
         progress(scan.n_tokens, total)
     metrics = scan.sums.means()
-    metrics["query_token_entropy"] = scan.tally.entropy_bits(scan.tally.query)
-    metrics["key_token_entropy"] = scan.tally.entropy_bits(scan.tally.key)
+    metrics["query_token_entropy"] = scan.tally.query.entropy_bits()
+    metrics["key_token_entropy"] = scan.tally.key.entropy_bits()
     avoid = set(getattr(tokenizer, "all_special_ids", []) or []) | set(range(len(tokenizer), vocab_size))
     random_induction = scan.random_induction(tokenizer.bos_token_id, avoid)
     picks = scan.picks()

@@ -58,6 +58,8 @@ class HeadScan:
     heads: dict[int, tuple[int, ...]]
     vocab_size: int
     config: ScanConfig = field(default_factory=ScanConfig)
+    keep_sparse: bool = False  # keep every sequence's sparse attention during the pass (a corpus so
+    # small that every sequence will be picked: no second read needed)
 
     def __post_init__(self) -> None:
         self.rows: dict[int, slice] = {}
@@ -74,10 +76,12 @@ class HeadScan:
         self.points = {layer: TripleReservoir(c.points, seed=c.seed + layer) for layer in self.heads}
         self.reservoir = SequenceReservoir(c.reservoir, n, seed=c.seed)
         self.n_sequences = self.n_tokens = 0
+        self.sparse: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # (head index, seq id) -> COO
 
     def add(self, seq_id: int, ids: Sequence[int]) -> None:
         """One sequence of the corpus."""
         rec = record_sequence(self.model, self.family, ids)
+        c = self.config
         tokens = torch.tensor(list(ids))  # (T,)
         maxima = torch.zeros(len(self.studied))
         for layer, heads in self.heads.items():
@@ -89,6 +93,10 @@ class HeadScan:
             self.tally.add(rows, tokens, q, k, w)
             self.points[layer].offer(seq_id, q, k, w, {"Q": p.queries, "K": p.keys, "O": p.outputs, "V": p.values})
             maxima[rows] = max_activation(p.weights, p.seen).cpu()
+            if self.keep_sparse:
+                weights = p.weights.cpu()
+                for i in range(len(heads)):
+                    self.sparse[(rows.start + i, seq_id)] = sparse_attention(weights[i], c.top_k, c.threshold)
         self.reservoir.offer(seq_id, maxima)
         self.n_sequences += 1
         self.n_tokens += len(ids)
@@ -113,15 +121,19 @@ class HeadScan:
                 for i in range(len(self.studied))]
 
     def samples(self, ids: Sequence[int], wanted: Sequence[tuple[int, Pick]]) -> list[tuple[int, SequenceSample]]:
-        """The sparse attention of one sequence for each (head index, pick) that drew it."""
-        rec = record_sequence(self.model, self.family, ids)
+        """The sparse attention of one sequence for each (head index, pick) that drew it: kept from
+        the pass, or from a forward of the sequence."""
         t, c, out = len(ids), self.config, []
+        rec = None if self.keep_sparse else record_sequence(self.model, self.family, ids)
         patterns = {}
         for index, pick in wanted:
             layer, head = self.studied[index]
-            if layer not in patterns:
-                patterns[layer] = layer_pattern(rec, layer, self.heads[layer]).weights.cpu()  # (h, T, T)
-            weights = patterns[layer][self.heads[layer].index(head)]
-            indices, values = sparse_attention(weights, c.top_k, c.threshold)
+            if rec is None:
+                indices, values = self.sparse[(index, pick.seq_id)]
+            else:
+                if layer not in patterns:
+                    patterns[layer] = layer_pattern(rec, layer, self.heads[layer]).weights.cpu()  # (h, T, T)
+                weights = patterns[layer][self.heads[layer].index(head)]
+                indices, values = sparse_attention(weights, c.top_k, c.threshold)
             out.append((index, SequenceSample(pick.seq_id, pick.interval, pick.max_activation, t, indices, values)))
         return out

@@ -37,7 +37,12 @@ def r4(x) -> float | None:
 
 
 def r4s(values) -> list[float | None]:
-    return [r4(v) for v in np.asarray(values, dtype=np.float64).ravel()]
+    """Each value as float64 rounded to 4 decimals; None for NaN or infinity."""
+    arr = np.asarray(values, dtype=np.float64).ravel()
+    rounded = np.round(arr, 4).tolist()
+    if np.isfinite(arr).all():
+        return rounded
+    return [r if math.isfinite(r) else None for r in rounded]
 
 
 def _dump(path: Path, value) -> None:
@@ -81,8 +86,8 @@ def _head_file(lab: LabResult, index: int) -> dict:
             "attention_indices": [int(i) for i in s.indices], "attention_values": r4s(s.values),
             "seq_len": s.seq_len, "max_activation": r4(s.max_activation)} for s in samples],
         "qk_distance_histogram": {"bin_edges": r4s(scan.edges), "bin_values": r4s(scan.histogram.fractions(index))},
-        "top_query_tokens": _tokens(scan.tally.top(scan.tally.query, index, TOP_TOKENS), lab.token_text),
-        "top_key_tokens": _tokens(scan.tally.top(scan.tally.key, index, TOP_TOKENS), lab.token_text),
+        "top_query_tokens": _tokens(scan.tally.query.top(index, TOP_TOKENS), lab.token_text),
+        "top_key_tokens": _tokens(scan.tally.key.top(index, TOP_TOKENS), lab.token_text),
         "histogram": {"bin_edges": r4s(edges), "bin_values": r4s(counts)},
         "statistics": stats,
     }
