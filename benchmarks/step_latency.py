@@ -7,10 +7,11 @@ For prompts of 32, 128, 512 and 1024 tokens it times, as medians:
   append_all    engine.append then engine.fill_lens: every per-position result, the per-layer lens
                 included (a step returns its table first; the lens is filled after)
                 (both: successive appends, as when stepping forward)
-  reappend_all  engine.append right after a pop, lens on: the position popped back to must have its
-                last-position buffers (full logits and lens) recomputed from the captured residuals
-  pop         engine.pop (a cache crop)
-  switch      engine.set_tokens to a branch sharing all but the last 8 tokens
+  reappend_all  engine.append of the token just popped, lens on: copied back from the prefix store
+                (the pop kept its rows and record there), no forward
+  pop         engine.pop (a cache crop; the removed position's rows go to the prefix store)
+  switch      engine.set_tokens to a branch sharing all but the last 8 tokens, and back: the first
+                switch runs the 8 tokens, later ones copy them back from the prefix store (median)
 and prints the ratios to decode. The last line is a one-line summary.
 
 Run: ./dev.sh bench step_latency   (or .venv/bin/python benchmarks/step_latency.py [--lengths 32,128])

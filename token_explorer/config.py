@@ -110,12 +110,20 @@ class CacheSettings:
         return Path(self.directory).expanduser()
 
 
+@dataclass(frozen=True)
+class StoreSettings:
+    """``[store]``: the prefix store of computed positions (switching branches without recomputing)."""
+
+    budget_mib: int = _setting(512, _between(0, 1_000_000))  # memory it may hold, MiB; 0 turns it off
+
+
 _SECTIONS: dict[str, type] = {
     "model": ModelSettings,
     "prompt": PromptSettings,
     "display": DisplaySettings,
     "engine": EngineSettings,
     "cache": CacheSettings,
+    "store": StoreSettings,
 }
 
 
@@ -128,6 +136,7 @@ class Settings:
     display: DisplaySettings = field(default_factory=DisplaySettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
     keymap: tuple[tuple[str, str], ...] = ()  # (binding id, keys) in file order, e.g. ("append", "right,l")
     sae: tuple[dict[str, Any], ...] = ()  # raw [[sae]] tables
 

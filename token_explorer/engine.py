@@ -52,7 +52,8 @@ class Engine:
                                    memory_items=self.settings.display.cache_size,
                                    disk_limit_mb=self.settings.cache.disk_limit_mb, report=self._notice)
         self._generation = 0  # bumped by every step and by cancel_analyses(): older analyses stop
-        self.session = Session(loaded.model, loaded.tokenizer, top_k=top_k, temperature=temperature, lens=lens)
+        self.session = Session(loaded.model, loaded.tokenizer, top_k=top_k, temperature=temperature, lens=lens,
+                               store_mib=self.settings.store.budget_mib)
         self._eos = eos_token_ids(loaded.model, loaded.tokenizer)  # the ids the sampler's EOS bans cover
         self._whitespace: set[int] | None = None  # whitespace-only ids, found on first need
         config = loaded.model.config

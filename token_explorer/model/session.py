@@ -2,6 +2,11 @@
 
 Appending a token runs one single-token forward over the KV cache; removing one crops the cache
 and runs nothing; replacing the prompt keeps the longest common prefix and runs only the rest.
+What a crop removes goes to a prefix store (``prefix_store.py``), and positions it holds for the
+new prompt are copied back from it instead of being run again, so switching between branches
+that were both visited runs nothing. The store is used only when every KV-cache layer is a plain
+full-attention one, which can be cut and refilled exactly; with a sliding-window layer (mistral or
+gemma2 configs with a window) the removed rows are not kept and the rest is recomputed.
 Each forward also captures the residual stream (and attention queries) of the new positions, so
 views read captures instead of re-running the model.
 """
@@ -21,7 +26,8 @@ from ..tokens import piece_text
 from .buffer import GrowBuffer
 from .capture import AttentionMeta, install_query_capture, recording
 from .family import Family, family_of, sizes
-from .kv_cache import keep_prefix, make_cache, reserve
+from .kv_cache import GrowingLayer, keep_prefix, make_cache, reserve
+from .prefix_store import PrefixStore, Rows
 from .unembed import Unembed
 from .vocab import Vocab
 
@@ -37,7 +43,7 @@ class Session:
     """KV-cached stepping over one model. Not thread-safe: the engine holds the lock."""
 
     def __init__(self, model: torch.nn.Module, tokenizer, *, top_k: int = 50,
-                 temperature: float = 1.0, lens: bool = True) -> None:
+                 temperature: float = 1.0, lens: bool = True, store_mib: int = 0) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.top_k = top_k
@@ -56,6 +62,8 @@ class Session:
         self.attention_meta: dict[int, AttentionMeta] = {}
         self._last_logits: torch.Tensor | None = None  # (V,) at the last position
         self._lens_at: tuple[int, torch.Tensor] | None = None  # (position, its (L+1, V) lens log-probs)
+        exact = all(isinstance(layer, GrowingLayer) for layer in self.cache.layers)
+        self.store = PrefixStore(store_mib << 20) if store_mib > 0 and exact else None
 
     # -- public operations -------------------------------------------------------------------
     def set_tokens(self, ids: Sequence[int], progress: Callable[[int, int], None] | None = None) -> None:
@@ -72,16 +80,18 @@ class Session:
             keep += 1
         if keep == len(ids) == len(self.tokens):
             return
-        if keep == len(ids):  # a prefix of the current prompt: crop only
-            self._truncate(keep)
-            return
         self._truncate(keep)
-        self._run(ids[keep:], progress)
+        self._restore(ids)
+        if len(self.tokens) < len(ids):
+            self._run(ids[len(self.tokens):], progress)
 
     def append(self, token_id: int) -> None:
-        """Add one token: one single-token forward."""
-        self._check_ids(self.tokens + [int(token_id)])
-        self._run([int(token_id)])
+        """Add one token: copied back from the store when it holds it, else one single-token forward."""
+        ids = self.tokens + [int(token_id)]
+        self._check_ids(ids)
+        self._restore(ids)
+        if len(self.tokens) < len(ids):
+            self._run([int(token_id)])
 
     def pop(self) -> None:
         """Remove the last token: crops the cache, runs nothing."""
@@ -112,6 +122,7 @@ class Session:
     def _truncate(self, keep: int) -> None:
         if keep == len(self.tokens):
             return
+        self._keep_in_store(keep)
         self._crop_cache(keep)
         del self.tokens[keep:]
         del self.positions[keep:]
@@ -120,6 +131,51 @@ class Session:
         self._last_logits = None
         if self._lens_at is not None and self._lens_at[0] >= keep:
             self._lens_at = None
+
+    def _keep_in_store(self, keep: int) -> None:
+        """Hand the positions from ``keep`` on to the store before a crop removes them."""
+        if self.store is None or not all(getattr(layer, "is_initialized", False) for layer in self.cache.layers):
+            return
+        self.store.insert(self.tokens, keep, self._rows, self._renew)
+
+    def _rows(self, lo: int, hi: int) -> Rows:
+        """Copies of the rows of positions ``lo..hi``."""
+        n = hi - lo
+        resid = self.resid.view()[:, lo:hi].clone() if self.resid.length >= hi else None  # (L+1, n, d)
+        queries = (self.queries.view()[:, :, lo:hi].clone()
+                   if self.queries_on and self.queries.length >= hi else None)  # (L, H, n, hd)
+        layers = self.cache.layers
+        rows = Rows(keys=tuple(layer.keys[..., lo:hi, :].clone() for layer in layers),  # (1, kv, n, hd)
+                    values=tuple(layer.values[..., lo:hi, :].clone() for layer in layers),
+                    resid=resid, queries=queries, positions=tuple(self.positions[lo:hi]))
+        assert len(rows) == n
+        return rows
+
+    def _renew(self, rows: Rows, lo: int) -> Rows | None:
+        """``rows`` with the session's records of the same positions where those gained their lens."""
+        mine = self.positions[lo : lo + len(rows)]
+        if all(old.lens is not None or new.lens is None for old, new in zip(rows.positions, mine)):
+            return None
+        return dataclasses.replace(rows, positions=tuple(mine))
+
+    def _restore(self, ids: list[int]) -> None:
+        """Copy back what the store holds of ``ids`` past the current prompt (a prefix of ``ids``):
+        KV rows, captures and records, no forward."""
+        if self.store is None:
+            return
+        for rows in self.store.lookup(ids, len(self.tokens)):
+            if (self.family is not None and rows.resid is None) or (self.queries_on and rows.queries is None):
+                return  # held without a capture this session needs
+            for layer, keys, values in zip(self.cache.layers, rows.keys, rows.values):
+                layer.update(keys, values)
+            if rows.resid is not None:
+                self.resid.extend(rows.resid)
+            if self.queries_on and rows.queries is not None:
+                self.queries.extend(rows.queries)
+            n0 = len(self.tokens)
+            self.positions.extend(rows.positions)
+            self.tokens.extend(ids[n0 : n0 + len(rows)])
+            self._last_logits = None
 
     def _crop_cache(self, keep: int) -> None:
         """Keep the first ``keep`` positions of the KV cache (no forward unless a window overflowed)."""

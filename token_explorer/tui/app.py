@@ -52,6 +52,10 @@ EngineFactory = Callable[[Progress], EngineLike]
 
 FILL_FIRST = 16  # at most this many missing lens records are filled before the lens view runs
 _BUSY_WIDTH = 13  # the status line's first segment keeps this width, so nothing after it moves
+# An engine job marks the status line busy only once it has run this long: a quick step (a pop,
+# an append) then draws its result in one frame, instead of a "working" frame first and the
+# result a whole frame period (16.7 ms at Textual's 60 fps) later.
+BUSY_AFTER = 0.15
 _NEEDS_ENGINE = frozenset(c.action.split("(")[0] for c in COMMANDS if c.id not in READY_ONLY_EXEMPT)
 
 
@@ -118,6 +122,7 @@ class TokenExplorerApp(App):
         self._before_lens = "plain"
         # the serial engine lane: one job in flight, the branch's queued steps
         self._inflight: Job | None = None
+        self._inflight_since = 0.0  # when the job in flight started (time.monotonic)
         self.lane = Lane()
         self._key_time: float | None = None  # arrival of the key being dispatched
         self._removed: tuple[int, Branch] | None = None  # the last removed branch, for undo
@@ -324,6 +329,8 @@ class TokenExplorerApp(App):
             self._refresh_status()
             return
         self._inflight = job
+        self._inflight_since = time.monotonic()
+        self.set_timer(BUSY_AFTER, self._refresh_status)
         self.lane.running = job.step
         self._run_job(self.engine, job)
         self._refresh_status()
@@ -614,7 +621,8 @@ class TokenExplorerApp(App):
         progress = self._view_progress
         if queued:
             text.append(f"● {queued} queued".ljust(_BUSY_WIDTH), Style(bold=True, color="yellow"))
-        elif self.busy:
+        elif self._view_inflight is not None or (
+                self._inflight is not None and time.monotonic() - self._inflight_since >= BUSY_AFTER):
             text.append("● working".ljust(_BUSY_WIDTH), Style(bold=True, color="yellow"))
         else:
             text.append("○ ready".ljust(_BUSY_WIDTH), Style(dim=True))
