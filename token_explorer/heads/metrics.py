@@ -121,16 +121,22 @@ class MetricSums:
 
     def means(self) -> dict[str, np.ndarray]:
         """PATTERN_METRICS -> (n,) float64; NaN where a head had no row to average."""
-        m = {name: (self.sums[name] / self.counts[name]).numpy() for name in _SUMS}  # 0/0 -> nan
-        distance = m["distance"]
-        return {
-            "self_attention_score": m["diagonal"],
-            "previous_token_score": m["previous"],
-            "pattern_entropy": m["entropy"],
-            "qk_distance": distance,
-            "qk_distance_variance": np.maximum(m["distance_sq"] - distance**2, 0.0),
-            "induction_score": m["induction"],
-            "logit_std": m["logit_std"],
-            "top_logit_margin": m["logit_margin"],
-            "logit_z_score": m["logit_z"],
-        }
+        return pattern_means({name: (self.sums[name], self.counts[name]) for name in _SUMS})
+
+
+def pattern_means(sums: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, np.ndarray]:
+    """PATTERN_METRICS -> (n,) float64 from running sums and counts (``sequence_sums`` added up);
+    NaN where a head had no row to average."""
+    m = {name: (total.double() / count.double()).cpu().numpy() for name, (total, count) in sums.items()}  # 0/0 -> nan
+    distance = m["distance"]
+    return {
+        "self_attention_score": m["diagonal"],
+        "previous_token_score": m["previous"],
+        "pattern_entropy": m["entropy"],
+        "qk_distance": distance,
+        "qk_distance_variance": np.maximum(m["distance_sq"] - distance**2, 0.0),
+        "induction_score": m["induction"],
+        "logit_std": m["logit_std"],
+        "top_logit_margin": m["logit_margin"],
+        "logit_z_score": m["logit_z"],
+    }
