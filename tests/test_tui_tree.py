@@ -400,3 +400,31 @@ async def test_the_processed_column_equals_the_sampler_recomputed_by_hand(tmp_pa
         assert app.branch.current.processed is not None
         await keys(pilot, "P")
         assert list(table.columns)[:4] == ["#", "token", "prob", "logit"]
+
+
+async def test_the_tree_screen_compares_the_branch_with_a_chosen_node(tmp_path):
+    from token_explorer.tui.screens.compare import CompareScreen
+
+    app, engine = app_with(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        start, fork = await make_fork(pilot)
+        ours = app.branch.tokens
+        await keys(pilot, "t", "up", "v")  # the other child
+        assert isinstance(app.screen, CompareScreen)
+        longest = max(app.branch_tree.leaves(), key=len)
+        assert app.screen.result.common == len(fork) and app.screen.result.b.ids == longest[len(fork):]
+        assert app.branch.tokens == ours and engine.snapshot().tokens == ours
+
+
+async def test_a_quit_key_while_sampling_stops_it_and_quits(tmp_path):
+    slow = FakeEngine(delay=0.05)
+    app = sampling_app(tmp_path, slow, tokens=200)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("g")
+        await pilot.pause(0.2)
+        assert app.return_code is None
+        await pilot.press("q")
+        await pilot.pause(0.3)
+        assert app.return_code == 0 and slow.count("append") < 200

@@ -31,7 +31,7 @@ from token_explorer.sessions import OpenBranch, Session, for_model, load_session
 from token_explorer.tree import Removal, Tree
 
 from . import messages as m
-from .bindings import COMMANDS, READY_ONLY_EXEMPT, textual_bindings, unknown_ids
+from .bindings import COMMANDS, READY_ONLY_EXEMPT, keys_of, textual_bindings, unknown_ids
 from .commands import ExplorerCommands
 from .export import Shown, write_export
 from .jobs import Job, frame_of, one_line, run_job, sample_run, start_tokens, text_ids
@@ -127,6 +127,7 @@ class TokenExplorerApp(App):
         self._processed_tried: tuple[int, ...] | None = None  # tokens whose processed column was asked for
         self.initial_session = initial_session
         self.keymap: dict[str, str] = dict(settings.keymap)
+        self._quit_keys = frozenset(keys_of(next(c for c in COMMANDS if c.id == "quit"), self.keymap))
         self.engine: EngineLike | None = None
         self.load_error: str | None = None  # why the model could not be loaded, if it could not
         self.analyses: dict[str, str | None] = {}
@@ -318,8 +319,9 @@ class TokenExplorerApp(App):
         self._key_time = event.time
         if self._sample_stop is not None:
             self._sample_stop.set()
-            event.prevent_default()
-            event.stop()
+            if event.key not in self._quit_keys:  # a quit key stops the sampling and quits
+                event.prevent_default()
+                event.stop()
 
     def _request_step(self, step: StepKind) -> None:
         """Queue an append or pop for the current branch (see ``lane``: every key counts)."""
@@ -952,9 +954,17 @@ class TokenExplorerApp(App):
         name = "other path"  # the one visited last of those forking off nearest
         if other is None and len(self.branches) > 1:
             other, name = self.branches[(self.current + 1) % len(self.branches)].tokens, "next branch"
-        if other is None or other == b.tokens:
+        if other is None:
             self.notify("nothing to compare with: fork (enter on an alternative) or open another branch",
                         severity="warning")
+            return
+        self._compare_with(other, name)
+
+    def _compare_with(self, other: tuple[int, ...], name: str) -> None:
+        """Compare this branch with the path ``other`` (run first when no frame of it is kept)."""
+        b = self.branch
+        if other == b.tokens:
+            self.notify("that is this branch's own path: choose another", severity="warning")
             return
         if b.current is None or self._inflight is not None or self.lane.steps:
             self.notify("compare once the queued steps are done (esc drops them)", severity="warning")
@@ -1028,8 +1038,8 @@ class TokenExplorerApp(App):
         self.notify(f"added {plural(len(message.ids), 'token')} of typed text", markup=False)
 
     def action_tree(self) -> None:
-        self.push_screen(TreeScreen(self.branch_tree, self.branch.tokens, self.engine, self._tree_remove, self._tree_undo),
-                         self._tree_opened)
+        self.push_screen(TreeScreen(self.branch_tree, self.branch.tokens, self.engine, self._tree_remove, self._tree_undo,
+                                    lambda path: self._compare_with(path, "chosen node")), self._tree_opened)
 
     def _tree_opened(self, tokens: tuple[int, ...] | None) -> None:
         if tokens is not None and tokens != self.branch.tokens:

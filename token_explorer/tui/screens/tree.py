@@ -1,5 +1,6 @@
 """The branch tree as a list, like a file picker: each node's tokens, its probability under the model
-and its child count; enter opens a node, x removes its subtree, u brings the last removal back."""
+and its child count; enter opens a node, v compares the branch with it, x removes its subtree, u
+brings the last removal back."""
 
 from __future__ import annotations
 
@@ -77,6 +78,7 @@ class TreeScreen(ModalScreen[tuple[int, ...] | None]):
         Binding("escape,q,t", "close", "close", show=False),
         Binding("x,delete", "remove", "remove the subtree", show=False),
         Binding("u", "undo", "bring the last removed subtree back", show=False),
+        Binding("v", "compare", "compare the branch with this node", show=False),
     ]
 
     DEFAULT_CSS = """
@@ -87,19 +89,21 @@ class TreeScreen(ModalScreen[tuple[int, ...] | None]):
     """
 
     def __init__(self, tree: Tree, current: Sequence[int], engine: EngineLike,
-                 remove: Callable[[int], str], undo: Callable[[], str]) -> None:
+                 remove: Callable[[int], str], undo: Callable[[], str],
+                 compare: Callable[[tuple[int, ...]], None]) -> None:
         super().__init__()
         self.branch_tree = tree
         self.current = tuple(current)
         self.engine = engine
         self._remove = remove
         self._undo = undo
+        self._compare = compare
         self.rows: list[TreeRow] = []
         self.texts: dict[tuple[int, ...], str] = {}  # token ids -> their text
 
     def compose(self) -> ComposeResult:
         box = Vertical()
-        box.border_title = "branch tree: enter opens · x removes the subtree · u undoes · esc closes"
+        box.border_title = "branch tree: enter opens · v compares with this branch · x removes the subtree · u undoes"
         with box:
             yield Static(Text("reading…"), id="tree-status")
             yield OptionList(id="tree-list")
@@ -168,6 +172,15 @@ class TreeScreen(ModalScreen[tuple[int, ...] | None]):
         self.app.notify(self._undo(), markup=False)
         self.current = self.app.branch.tokens
         self.reload()
+
+    def action_compare(self) -> None:
+        """Close, then compare the current branch with the highlighted node's last-visited descent."""
+        row = self._highlighted()
+        if row is None or self.app.screen is not self:
+            return
+        path = self.branch_tree.descend(row.node)
+        self.dismiss(None)
+        self.app.call_later(self._compare, path)
 
     def action_close(self) -> None:
         if self.app.screen is self:
