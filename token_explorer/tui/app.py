@@ -154,6 +154,7 @@ class TokenExplorerApp(App):
         self._tree_removed: list[Removal] = []
         self._tree_noted: tuple[int, ...] | None = None  # the current path last visited in the tree
         self._frames = LRU(32)  # token ids -> Frame, so a node opened again shows at once
+        self._inflight_tree: Tree | None = None  # the tree when the job in flight started
         self._width = 80  # the terminal's width, kept from the last resize event
         self._lens_filled: tuple[int, ...] | None = None  # tokens whose lens records are all filled
         self._engine_tokens: tuple[int, ...] | None = None
@@ -263,7 +264,7 @@ class TokenExplorerApp(App):
         self.views = heavy_views(self.specs)
         self.start = message.start
         self._engine_tokens = message.start.tokens
-        self._keep_frame(message.start)
+        self._keep_frame(message.start, landed=False)
         self.branches = [Branch.new(message.start.tokens, message.start)]
         self.current = 0
         reason = unavailable_reason(self.view, self.analyses)
@@ -373,6 +374,7 @@ class TokenExplorerApp(App):
             self._refresh_status()
             return
         self._inflight = job
+        self._inflight_tree = self.branch_tree
         self._inflight_since = time.monotonic()
         self.set_timer(BUSY_AFTER, self._refresh_status)
         self.lane.running = job.step
@@ -844,10 +846,11 @@ class TokenExplorerApp(App):
 
     # ------------------------------------------------------------ actions: the branch tree
 
-    def _keep_frame(self, frame: Frame) -> None:
+    def _keep_frame(self, frame: Frame, landed: bool = True) -> None:
         """Remember a frame the engine produced: in the tree (its path, unvisited, and the
-        probability of each token given its prefix) and in the LRU of frames by tokens."""
-        if not frame.tokens:
+        probability of each token given its prefix) and in the LRU of frames by tokens. A job's
+        frame (``landed``) stays out of a tree opened since the job started (another session)."""
+        if not frame.tokens or (landed and self._inflight_tree is not self.branch_tree):
             return
         self.branch_tree.add(frame.tokens, visit=False)
         self.branch_tree.set_probs(frame.tokens, [p.token_prob for p in frame.snapshot.positions])
@@ -906,6 +909,7 @@ class TokenExplorerApp(App):
         params = self._sampling_params()
         self._sample_stop = threading.Event()
         self._inflight = Job(b.id, b.tokens)  # holds the engine lane until the sampling ends
+        self._inflight_tree = self.branch_tree
         self._sample(self.engine, b.id, b.tokens, s.tokens, params, s.stop, self._sample_stop)
         self._refresh_status()
 
@@ -974,6 +978,7 @@ class TokenExplorerApp(App):
             self._show_comparison(b.current.snapshot, frame.snapshot, name)
             return
         self._inflight = Job(b.id, b.tokens)  # holds the engine lane while the other path runs
+        self._inflight_tree = self.branch_tree
         self._compare_run(self.engine, b.tokens, other, name)
         self._refresh_status()
 
