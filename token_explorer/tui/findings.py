@@ -119,7 +119,10 @@ def _attention(spec, result: Attention, params, ctx) -> HeavyRendering:
     return HeavyRendering(values, fitted.scale, caption, panel, fitted.note, "after the cursor: not attended")
 
 
-HEAD_COLUMNS = ("previous_token_score", "induction_score", "pattern_entropy")  # always shown, besides the sort metric
+HEAD_COLUMNS = ("induction_score", "previous_token_score", "pattern_entropy")  # always shown, besides the sort metric
+HEAD_LABELS = {"self_attention_score": "self", "previous_token_score": "prev", "pattern_entropy": "entropy",
+               "qk_distance": "|q-k|", "qk_distance_variance": "|q-k| var", "induction_score": "induction",
+               "logit_std": "score sd", "top_logit_margin": "margin", "logit_z_score": "score z"}
 
 
 def _heads(spec, result: HeadMetrics, params, ctx) -> HeavyRendering:
@@ -140,9 +143,9 @@ def _heads(spec, result: HeadMetrics, params, ctx) -> HeavyRendering:
             picked = "▸" if (l, h) == (layer, head) else ""
             rows.append((picked + str(l), str(h),
                          *(number(float(result.values[result.names.index(c), l, h])) for c in columns), marks))
-        table = rich_table(("layer", "head", *columns, "marks"), rows)
-        return _panel(_title(f"most attended tokens from the cursor, layer {layer} head {head}"), top,
-                      _title(f"heads over the whole prompt, by {metric} (m: sort by another metric)"), table)
+        table = rich_table(("layer", "head", *(HEAD_LABELS.get(c, c) for c in columns), "marks"), rows)
+        return _panel(_title(f"heads over the prompt by {metric} (m: another metric)"), table,
+                      _title(f"most attended from the cursor, layer {layer} head {head}"), top)
 
     return HeavyRendering(values, fitted.scale, caption, panel, fitted.note, "after the cursor: not attended")
 
