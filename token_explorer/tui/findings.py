@@ -139,12 +139,15 @@ def _heads(spec, result: HeadMetrics, params, ctx) -> HeavyRendering:
                          [(str(int(i)), texts[i] if i < len(texts) else "?", f"{values[i]:.4f}") for i in order], (1,))
         rows = []
         for l, h in result.ranked(metric)[: 2 * TOP]:
-            marks = " ".join(m for m, on in (("induction", result.induction[l, h]), ("prev-token", result.previous[l, h])) if on)
+            marks = " ".join(m for m, on in (("ind", result.induction[l, h]), ("prev", result.previous[l, h])) if on)
             picked = "▸" if (l, h) == (layer, head) else ""
-            rows.append((picked + str(l), str(h),
-                         *(number(float(result.values[result.names.index(c), l, h])) for c in columns), marks))
-        table = rich_table(("layer", "head", *(HEAD_LABELS.get(c, c) for c in columns), "marks"), rows)
-        return _panel(_title(f"heads over the prompt by {metric} (m: another metric)"), table,
+            corpus = () if result.corpus is None else (number(float(result.corpus[result.names.index(metric), l, h])),)
+            rows.append((picked + str(l), str(h), marks, *(number(float(result.values[result.names.index(c), l, h]))
+                                                            for c in columns), *corpus))
+        beside = () if result.corpus is None else (f"{HEAD_LABELS.get(metric, metric)} (corpus)",)
+        table = rich_table(("layer", "head", "marks", *(HEAD_LABELS.get(c, c) for c in columns), *beside), rows)
+        return _panel(_title(f"heads over the prompt by {metric} (m: another metric; marks: ind = induction "
+                             "head, prev = previous-token head)"), table,
                       _title(f"most attended from the cursor, layer {layer} head {head}"), top)
 
     return HeavyRendering(values, fitted.scale, caption, panel, fitted.note, "after the cursor: not attended")
