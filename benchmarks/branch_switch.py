@@ -8,7 +8,10 @@ branch key), timed as medians:
   switch      with the prefix store (the default budget): the differing tail is copied back
   recompute   with the store off ([store] budget_mib = 0): the differing tail runs again
 and prints each as a ratio to decode, and the memory the store holds per 1000 positions (MiB),
-measured from the rows it holds after the switches. The last line is a one-line summary.
+measured from the rows it holds after the switches. Then, once each (not a median):
+  cut         set_tokens to the first N - 1000 tokens: a crop that hands 1000 positions to the store
+  back        set_tokens to the whole prompt again: those positions copied back
+The last line is a one-line summary.
 
 Run: ./dev.sh bench branch_switch   (or .venv/bin/python benchmarks/branch_switch.py [--tokens 1024])
 """
@@ -44,6 +47,13 @@ def switch_ms(engine: Engine, branches: tuple[list[int], list[int]], reps: int) 
     return statistics.median(times)
 
 
+def timed(fn) -> float:
+    """ms of one call of ``fn``."""
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=1024)
@@ -67,6 +77,9 @@ def main() -> None:
     store = stored.session.store
     assert store is not None
     per_1000 = store.nbytes / store.positions * 1000 / 2**20
+    moved = n - max(1, n - 1000)  # positions the cut hands to the store
+    cut = timed(lambda: (stored.set_tokens(prompt[: n - moved]), stored.fill_lens()))
+    back = timed(lambda: (stored.set_tokens(prompt), stored.fill_lens()))
 
     print(f"bundled SmolLM2-135M-Instruct on {args.device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; two branches of {n} tokens differing in the last {DIFFER}")
@@ -75,8 +88,11 @@ def main() -> None:
           f"{Settings().store.budget_mib} MiB)")
     print(f"recompute  {recompute:9.2f} ms   {recompute / decode:6.3f} x decode   (store off)")
     print(f"store      {store.positions} positions, {store.nbytes / 2**20:.2f} MiB: {per_1000:.1f} MiB per 1000 positions")
+    print(f"cut        {cut:9.2f} ms   {cut / decode:6.3f} x decode   ({moved} positions into the store, once)")
+    print(f"back       {back:9.2f} ms   {back / decode:6.3f} x decode   (the {moved} positions copied back, once)")
     print(f"switch/decode@{n}={switch / decode:.3f} recompute/decode@{n}={recompute / decode:.2f} "
-          f"store_mib_per_1000={per_1000:.1f} decode_ms={decode:.2f}")
+          f"store_mib_per_1000={per_1000:.1f} cut{moved}/decode={cut / decode:.2f} back{moved}/decode={back / decode:.2f} "
+          f"decode_ms={decode:.2f}")
 
 
 if __name__ == "__main__":
