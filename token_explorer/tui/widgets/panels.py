@@ -9,15 +9,28 @@ from textual.containers import ScrollableContainer
 from textual.widgets import Static
 
 
-class StatusLine(Static):
+class _Line(Static):
+    """A panel of fixed height (set in the app's CSS): an update repaints it, without a layout pass
+    (which would also re-render every scrollbar on screen), and only when its text changed."""
+
+    _shown: RenderableType | None = None
+
+    def update(self, content: RenderableType = "", *, layout: bool = False) -> None:
+        if content == self._shown:
+            return
+        self._shown = content
+        super().update(content, layout=layout)
+
+
+class StatusLine(_Line):
     """Branch, tokens, cursor, view, model, device and a busy mark."""
 
 
-class Legend(Static):
+class Legend(_Line):
     """What the prompt's colours mean, with the numeric scale."""
 
 
-class Detail(Static):
+class Detail(_Line):
     """The token at the cursor, from its record."""
 
 
@@ -35,6 +48,8 @@ class ViewPanel(ScrollableContainer, can_focus=True):
 
     def show(self, renderable: RenderableType | None) -> None:
         """Show ``renderable`` at its natural width (tables are not squeezed: scroll sideways)."""
+        if renderable is None and not self.display:
+            return  # hidden and staying hidden: nothing to lay out again
         self.display = renderable is not None
         body = self.query_one("#panel-body", Static)
         if renderable is not None and self.is_mounted:

@@ -45,6 +45,7 @@ class PromptView(ScrollView, can_focus=True):
         self._message_lines: list[Strip] = []
         self._wrap = Wrap(80)
         self._strips: dict[int, Strip] = {}  # drawn lines, by line number
+        self._base: Style | None = None  # the widget's own style, kept until its CSS changes
 
     @property
     def texts(self) -> list[str]:
@@ -69,14 +70,21 @@ class PromptView(ScrollView, can_focus=True):
         was_message = self._message is not None
         self._message = None
         lo, hi = self._wrap.sync(texts)
+        synced = hi > lo
         old_cursor, self._cursor = self._cursor, cursor
-        if styles is not self._styles or was_message:
+        if was_message:
             self._styles = styles
             self._strips.clear()
-            self._changed(0, len(self._wrap.lines), resized=hi > lo or was_message)
+            self._changed(0, len(self._wrap.lines), resized=True)
         else:
+            if styles is not self._styles:  # redraw from the first token whose colour changed
+                first = _first_change(self._styles, styles, len(self._wrap.texts))
+                self._styles = styles
+                if first < len(self._wrap.texts):
+                    lo = min(lo, self._wrap.line_of(first)) if hi > lo else self._wrap.line_of(first)
+                    hi = len(self._wrap.lines)
             if hi > lo:
-                self._forget(range(lo, hi))
+                self._forget(range(lo, max(hi, max(self._strips, default=-1) + 1)))
                 self._changed(lo, hi, resized=True)
             if old_cursor != cursor:
                 for token in (old_cursor, cursor):
@@ -84,7 +92,7 @@ class PromptView(ScrollView, can_focus=True):
                         lines = self._wrap.lines_of(token)
                         self._forget(lines)
                         self._changed(lines.start, lines.stop)
-        if cursor is not None and cursor != old_cursor or hi > lo:
+        if cursor is not None and cursor != old_cursor or synced:
             self.call_after_refresh(self._reveal)
 
     def show_message(self, message: Text) -> None:
@@ -128,10 +136,18 @@ class PromptView(ScrollView, can_focus=True):
         style = self._styles[token] if token < len(self._styles) else Style()
         return style + CURSOR if token == self._cursor else style
 
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._base = None
+        self._strips.clear()
+        self._message_lines = []
+
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
         line = self.scroll_offset.y + y
-        base = self.rich_style
+        if self._base is None:
+            self._base = self.rich_style
+        base = self._base
         if self._message is not None:
             if not self._message_lines:
                 lines = self._message.wrap(self.app.console, max(width, 4))
@@ -155,3 +171,12 @@ class PromptView(ScrollView, can_focus=True):
             self.scroll_to(y=target, animate=False, immediate=True, force=True)
         elif target >= top + height:
             self.scroll_to(y=target - height + 1, animate=False, immediate=True, force=True)
+
+
+def _first_change(old: Sequence[Style], new: Sequence[Style], n: int) -> int:
+    """The first of the ``n`` tokens whose style differs between ``old`` and ``new`` (``n`` if none)."""
+    for i in range(min(n, len(old), len(new))):
+        a, b = old[i], new[i]
+        if a is not b and a != b:
+            return i
+    return min(n, len(old), len(new))
