@@ -226,6 +226,9 @@ class FakeEngine:
         probs = np.exp(out - out.max())
         return int(np.random.default_rng(seed).choice(VOCAB, p=probs / probs.sum()))
 
+    def eos_ids(self) -> frozenset[int]:
+        return frozenset({EOS})
+
     def processed_probs(self, params: SamplingParams, ids: Sequence[int], *, step: int = 0) -> np.ndarray:
         out = self._processed(params, step)
         probs = np.exp(out - out.max())

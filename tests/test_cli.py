@@ -89,8 +89,10 @@ def test_explore_flags_exist():
     assert (args.input, args.bf16, args.layer_prob, args.config, args.model) == (
         "f.txt", True, True, "c.toml", "m")
     assert build_parser("explore").parse_args(["-i", "x"]).input == "x"
-    with pytest.raises(SystemExit):  # the explorer does not sample, so it takes no seed
-        build_parser("explore").parse_args(["--seed", "3"])
+    args = build_parser("explore").parse_args(["--seed", "3", "--session", "s.json"])  # the sample key's seed
+    assert (args.seed, args.session) == (3, "s.json")
+    with pytest.raises(SystemExit):
+        build_parser("explore").parse_args(["--seed", "x"])
 
 
 def _option_strings(parser) -> set[str]:

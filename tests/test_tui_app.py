@@ -784,7 +784,8 @@ async def test_palette_finds_views_and_parameters_and_lists_quit_once(tmp_path):
         system = [c.title for c in app.get_system_commands(app.screen)]
         assert names.count("Quit") + system.count("Quit") == 1
         keys = {e.name: e.keys for e in provider._entries()}
-        assert keys["Append the selected candidate"] == "→, l"
+        append = next(c for c in COMMANDS if c.id == "append")
+        assert keys[append.description] == "→, l, ⏎"
         await pilot.press("ctrl+p")
         await pilot.pause()
         await pilot.press(*"view: entropy")

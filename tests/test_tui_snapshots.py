@@ -87,3 +87,55 @@ def test_resized_large_and_back(snap_compare, tmp_path):
         await settle(pilot)
 
     assert snap_compare(_app(tmp_path, "entropy"), terminal_size=(80, 24), run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)])
+def test_tree_screen_after_a_fork(snap_compare, tmp_path, size):
+    """Three appends, the cursor back two tokens, a fork with the second alternative, the tree."""
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("l", "l", "l")
+        await settle(pilot)
+        await pilot.press("left_square_bracket", "left_square_bracket")
+        await settle(pilot)
+        await pilot.press("j")  # the row below the token there
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("t")
+        await settle(pilot)
+
+    assert snap_compare(_app(tmp_path, "plain"), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)])
+def test_alternatives_at_the_cursor(snap_compare, tmp_path, size):
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("left_square_bracket", "left_square_bracket", "left_square_bracket")
+        await settle(pilot)
+
+    assert snap_compare(_app(tmp_path, "probability"), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)])
+def test_compare_screen_after_a_fork(snap_compare, tmp_path, size):
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("l", "l", "l", "left_square_bracket", "left_square_bracket")
+        await settle(pilot)
+        await pilot.press("j", "enter", "l", "l")
+        await settle(pilot)
+        await pilot.press("v")
+        await settle(pilot)
+
+    assert snap_compare(_app(tmp_path, "plain"), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)])
+def test_type_text_input(snap_compare, tmp_path, size):
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("left_square_bracket", "left_square_bracket", "i", "h", "i")
+        await pilot.pause()
+
+    assert snap_compare(_app(tmp_path, "plain"), terminal_size=size, run_before=run_before)

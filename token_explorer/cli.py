@@ -57,6 +57,9 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         "Subcommands: peek (token-explorer peek --help), sae train (token-explorer sae train --help).",
     )
     parser.add_argument("--input", "-i", metavar="FILE", help="start from the text of this file")
+    parser.add_argument("--session", metavar="FILE",
+                        help="open this saved session (branch tree and branches); S saves to it (created if new)")
+    parser.add_argument("--seed", type=int, metavar="N", help="seed of the sample key's draws (reproducible)")
     parser.add_argument("--layer_prob", "--layer-prob", action="store_true", help="start in the layer (logit lens) view")
     _model_flags(parser)
     return parser
@@ -151,6 +154,7 @@ class _Workers(ThreadPoolExecutor):
 
 def run_explore(args: argparse.Namespace) -> int:
     from .prompts import load_prompt, read_text_prompt
+    from .sessions import load_session
     from .tui.app import make_app
     from .tui.keymap import check_keymap
 
@@ -159,8 +163,11 @@ def run_explore(args: argparse.Namespace) -> int:
     check_keymap(settings.keys, str(config or "config"))
     saved = load_prompt(args.input) if args.input and args.input.lower().endswith(".json") else None
     text = read_text_prompt(Path(args.input)) if args.input and saved is None else settings.prompt.example_prompt
+    session_path = Path(args.session) if args.session else None
+    session = load_session(session_path) if session_path is not None and session_path.exists() else None
     app = make_app(settings, lambda progress: _engine(settings, progress), initial_text=text,
-                   initial_saved=saved, start_view="lens" if args.layer_prob else None)
+                   initial_saved=saved, start_view="lens" if args.layer_prob else None,
+                   session_path=session_path, initial_session=session, seed=args.seed)
     loop, workers = asyncio.new_event_loop(), _Workers()
     loop.set_default_executor(workers)
     app.run(loop=loop)

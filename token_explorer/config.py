@@ -96,6 +96,20 @@ class EngineSettings:
 
 
 @dataclass(frozen=True)
+class SamplingSettings:
+    """``[sampling]``: how the explorer's sample key (g) draws tokens (the order transformers uses)."""
+
+    tokens: int = _setting(20, _between(1, 10_000))  # tokens drawn per press
+    temperature: float = _setting(0.0, _between(0, 1000))  # 0 = greedy
+    top_k: int = _setting(0, _between(0, 1_000_000))  # 0 = off
+    top_p: float = _setting(1.0, _between(1e-9, 1))  # 1 = off
+    repetition_penalty: float = _setting(1.0, _between(1e-6, 1000))  # 1 = off
+    no_repeat_ngram_size: int = _setting(0, _between(0, 1000))  # 0 = off
+    min_new_tokens: int = _setting(0, _between(0, 10_000))  # no EOS (or stop) before this many
+    stop: str = ""  # stop once the drawn text contains this ("" = no stop string)
+
+
+@dataclass(frozen=True)
 class CacheSettings:
     """``[cache]``: the on-disk result cache."""
 
@@ -123,6 +137,7 @@ _SECTIONS: dict[str, type] = {
     "display": DisplaySettings,
     "engine": EngineSettings,
     "cache": CacheSettings,
+    "sampling": SamplingSettings,
     "store": StoreSettings,
 }
 
@@ -136,6 +151,7 @@ class Settings:
     display: DisplaySettings = field(default_factory=DisplaySettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     keymap: tuple[tuple[str, str], ...] = ()  # (binding id, keys) in file order, e.g. ("append", "right,l")
     sae: tuple[dict[str, Any], ...] = ()  # raw [[sae]] tables

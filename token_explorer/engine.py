@@ -169,6 +169,10 @@ class Engine:
             generator.manual_seed(seed)
         return choose(processed, params, generator)
 
+    def eos_ids(self) -> frozenset[int]:
+        """Every id the model or its tokenizer declares as end of sequence."""
+        return frozenset(self._eos)
+
     def processed_probs(self, params: SamplingParams, ids: Sequence[int], *, step: int = 0) -> np.ndarray:
         """(len(ids),) float64: the sampler's processed probability of each of ``ids`` at the last
         position (0 where a filter removed the token)."""

@@ -53,6 +53,10 @@ class EngineLike(Protocol):
         far (the EOS and whitespace bans read it); the same ``seed`` draws the same token."""
         ...
 
+    def eos_ids(self) -> frozenset[int]:
+        """Every id the model or its tokenizer declares as end of sequence (where sampling stops)."""
+        ...
+
     def processed_probs(self, params: SamplingParams, ids: Sequence[int], *, step: int = 0) -> Any:
         """The sampler's processed probability of each of ``ids`` at the last position (0 if removed)."""
         ...

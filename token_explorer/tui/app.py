@@ -4,7 +4,10 @@ bindings table. The engine comes from a factory run on a worker; nothing here im
 from __future__ import annotations
 
 import math
+import threading
 import time
+from datetime import datetime
+from pathlib import Path
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -14,18 +17,24 @@ from rich.text import Text
 from textual import events, work
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.widgets import Footer
 
 from token_explorer.errors import Cancelled, UserError
 from token_explorer.printable import printable
 from token_explorer.prompts import SavedPrompt, save_prompt
 from token_explorer.protocol import EngineLike
+from token_explorer.compare import compare
+from token_explorer.results import Snapshot
+from token_explorer.sampling_params import SamplingParams
+from token_explorer.sessions import OpenBranch, Session, for_model, load_session, save_session
+from token_explorer.tree import Removal, Tree
 
 from . import messages as m
 from .bindings import COMMANDS, READY_ONLY_EXEMPT, textual_bindings, unknown_ids
 from .commands import ExplorerCommands
 from .export import Shown, write_export
-from .jobs import Job, frame_of, one_line, run_job, start_tokens
+from .jobs import Job, frame_of, one_line, run_job, sample_run, start_tokens, text_ids
 from .findings import param_text, render_result
 from .render import (
     Colouring,
@@ -40,6 +49,10 @@ from .render import (
 from .screens.browser import PromptBrowser
 from .screens.help import HelpScreen
 from .screens.loading import LoadingScreen
+from .screens.compare import CompareScreen
+from .screens.sessions import SessionBrowser
+from .screens.text_input import TextInput
+from .screens.tree import TreeScreen
 from .lane import Lane, StepKind
 from .state import LRU, Branch, Frame, next_word, plural, prev_word
 from .views import LENS_VIEW, VIEW_IDS, VIEWS, View, cycle, heavy_views, unavailable_reason, view_by_id
@@ -96,6 +109,9 @@ class TokenExplorerApp(App):
         initial_tokens: Sequence[int] | None = None,
         initial_saved: SavedPrompt | None = None,
         start_view: str | None = None,
+        session_path: Path | None = None,
+        initial_session: Session | None = None,
+        seed: int | None = None,
     ) -> None:
         if start_view is not None and start_view not in VIEW_IDS:
             raise UserError(f"unknown view {start_view!r} (known: {', '.join(VIEW_IDS)})")
@@ -105,6 +121,11 @@ class TokenExplorerApp(App):
         self.initial_text = initial_text
         self.initial_tokens = list(initial_tokens) if initial_tokens is not None else None
         self.initial_saved = initial_saved
+        self.session_path = session_path  # where S saves; None: a new file in the sessions folder
+        self.seed = seed  # the sampler's seed (--seed); None: not reproducible
+        self._sample_stop: threading.Event | None = None  # set while sampling; a key sets it
+        self._processed_tried: tuple[int, ...] | None = None  # tokens whose processed column was asked for
+        self.initial_session = initial_session
         self.keymap: dict[str, str] = dict(settings.keymap)
         self.engine: EngineLike | None = None
         self.load_error: str | None = None  # why the model could not be loaded, if it could not
@@ -118,6 +139,7 @@ class TokenExplorerApp(App):
         self.view_id = start_view or "plain"
         self.show_cursor = bool(settings.display.show_cursor)
         self.show_z = False
+        self.show_processed = False  # the sampler's processed probability beside the raw one
         self.params: dict[str, dict[str, Any]] = {}
         self._before_lens = "plain"
         # the serial engine lane: one job in flight, the branch's queued steps
@@ -126,6 +148,11 @@ class TokenExplorerApp(App):
         self.lane = Lane()
         self._key_time: float | None = None  # arrival of the key being dispatched
         self._removed: tuple[int, Branch] | None = None  # the last removed branch, for undo
+        # the branch tree: every path visited on any branch, and the frames recently shown
+        self.branch_tree = Tree()
+        self._tree_removed: list[Removal] = []
+        self._tree_noted: tuple[int, ...] | None = None  # the current path last visited in the tree
+        self._frames = LRU(32)  # token ids -> Frame, so a node opened again shows at once
         self._width = 80  # the terminal's width, kept from the last resize event
         self._lens_filled: tuple[int, ...] | None = None  # tokens whose lens records are all filled
         self._engine_tokens: tuple[int, ...] | None = None
@@ -136,7 +163,7 @@ class TokenExplorerApp(App):
         self._view_partial: tuple[Hashable, Any] | None = None  # the running view's on-screen part
         self._view_progress: tuple[Hashable, int, int] | None = None  # (key, done, total)
         self._rendering_memo: tuple[tuple[Any, ...], HeavyRendering] | None = None
-        self._table_shown: tuple[Frame, tuple[bool, int]] | None = None  # (frame, options) in the table
+        self._table_shown: tuple[Frame, tuple[Any, ...]] | None = None  # (frame, options) in the table
         self._colouring_memo: tuple[tuple[Any, str, Any], Colouring] | None = None
 
     # ------------------------------------------------------------ layout
@@ -183,7 +210,7 @@ class TokenExplorerApp(App):
     @property
     def _side_width(self) -> int:
         """Width of the candidates panel: wider on wide terminals and with the z column."""
-        return (40 if self._width < 120 else 56) + (4 if self.show_z else 0)
+        return (40 if self._width < 120 else 56) + (4 if self.show_z else 0) + (4 if self.show_processed else 0)
 
     # ------------------------------------------------------------ loading
 
@@ -196,6 +223,9 @@ class TokenExplorerApp(App):
             engine = factory(progress)
             text, tokens = self.initial_text or self.settings.prompt.example_prompt, self.initial_tokens
             saved = self.initial_saved
+            session, note = self._prepare_session(engine, self.initial_session, self.session_path)
+            if session is not None:
+                tokens = session.branches[session.current].tokens
             if saved is not None and saved.model_fingerprint == engine.info.fingerprint:
                 tokens = saved.token_ids
             elif saved is not None:
@@ -212,6 +242,8 @@ class TokenExplorerApp(App):
             self.post_message(m.LoadFailed(one_line(e)))
             return
         self.post_message(m.EngineReady(engine, analyses, frame))
+        if session is not None:
+            self.post_message(m.SessionReady(session, self.session_path, note))
 
     def on_load_progress(self, message: m.LoadProgress) -> None:
         if isinstance(self.screen, LoadingScreen):
@@ -230,6 +262,7 @@ class TokenExplorerApp(App):
         self.views = heavy_views(self.specs)
         self.start = message.start
         self._engine_tokens = message.start.tokens
+        self._keep_frame(message.start)
         self.branches = [Branch.new(message.start.tokens, message.start)]
         self.current = 0
         reason = unavailable_reason(self.view, self.analyses)
@@ -280,8 +313,13 @@ class TokenExplorerApp(App):
     # ------------------------------------------------------------ the engine lane
 
     def on_key(self, event: events.Key) -> None:
-        """Remember when the key being dispatched arrived (runs before the app's bindings)."""
+        """Remember when the key being dispatched arrived (runs before the app's bindings); while
+        sampling, any key stops it and does nothing else."""
         self._key_time = event.time
+        if self._sample_stop is not None:
+            self._sample_stop.set()
+            event.prevent_default()
+            event.stop()
 
     def _request_step(self, step: StepKind) -> None:
         """Queue an append or pop for the current branch (see ``lane``: every key counts)."""
@@ -324,6 +362,10 @@ class TokenExplorerApp(App):
             job = Job(b.id, b.tokens, sync=b.tokens)
         if job is None and self._needs_lens(b):
             job = Job(b.id, b.tokens, fill=True)
+        if (job is None and self.show_processed and b.current is not None and b.current.processed is None
+                and self._processed_tried != b.tokens):  # the frame again, with the processed column
+            self._processed_tried = b.tokens
+            job = Job(b.id, b.tokens, sync=b.tokens)
         if job is None:
             self._request_view()
             self._refresh_status()
@@ -352,7 +394,8 @@ class TokenExplorerApp(App):
         start = time.perf_counter()
         try:
             # a fill gives way to any step the user asks for meanwhile
-            frame = run_job(engine, job, self.settings.display.tokens_to_show, stop=lambda: bool(self.lane.steps))
+            frame = run_job(engine, job, self.settings.display.tokens_to_show, stop=lambda: bool(self.lane.steps),
+                            params=self._sampling_params() if self.show_processed else None)
         except Exception as e:  # noqa: BLE001 - becomes a notice; the branch keeps its tokens
             self.post_message(m.JobFailed(job, one_line(e)))
             return
@@ -364,6 +407,7 @@ class TokenExplorerApp(App):
         if job.step is not None:
             self.lane.finished(job.step, message.seconds)
         self._engine_tokens = frame.tokens
+        self._keep_frame(frame)
         if job.fill:  # the records live in the engine; the frame on screen stays, selection and all
             if all(p.lens is not None for p in frame.snapshot.positions):
                 self._lens_filled = frame.tokens
@@ -373,7 +417,8 @@ class TokenExplorerApp(App):
             if b.id != job.branch_id:
                 continue
             if job.step is None:
-                if frame.tokens == b.tokens and b.current is None:  # keep a frame already shown
+                more = frame.processed is not None and b.current is not None and b.current.processed is None
+                if frame.tokens == b.tokens and (b.current is None or more):  # else keep the frame shown
                     self.branches[i] = replace(b, frame=frame)
             elif b.tokens == job.base:  # not reset meanwhile
                 self.branches[i] = b.with_frame(frame)
@@ -557,6 +602,9 @@ class TokenExplorerApp(App):
         if self.engine is None or not self.branches:
             return
         b = self.branch
+        if b.tokens != self._tree_noted:  # the user is on another path: visit it in the tree
+            self.branch_tree.add(b.tokens)
+            self._tree_noted = b.tokens
         frame = b.current
         prompt = self.query_one(PromptView)
         title = self._view_title()
@@ -586,22 +634,39 @@ class TokenExplorerApp(App):
                 panel = None
             self.query_one(Detail).update(line)
             self.query_one(ViewPanel).show(panel)
-            options = (self.show_z, self._side_width)
+            options = (self.show_z, self._side_width, self._fork_at(), self.show_processed)
             if self._table_shown is None or self._table_shown[0] is not frame or self._table_shown[1] != options:
                 self._show_table(frame, options)
         self._refresh_status()
         self._request_view()
 
-    def _show_table(self, frame: Frame, options: tuple[bool, int]) -> None:
-        """Fill the table from ``frame``, highlighting the row the keys now apply to."""
+    def _show_table(self, frame: Frame, options: tuple[Any, ...]) -> None:
+        """Fill the table from ``frame``, highlighting the row the keys now apply to: the next-token
+        candidates, or with the cursor inside the prompt the alternatives to the token there."""
         table = self.query_one(Candidates)
+        fork_at = options[2]
+        side = self.query_one("#side")
+        same = self._table_shown is not None and self._table_shown[0] is frame
+        if fork_at is not None:
+            p = frame.snapshot.positions[fork_at - 1]
+            ids = [int(t) for t in p.top_ids[: self.settings.display.tokens_to_show]]
+            actual = frame.tokens[fork_at]
+            keep = same and self._table_shown[1][2] == fork_at
+            row = table.selected if keep else (ids.index(actual) if actual in ids else len(ids))
+            table.show(frame, self.settings.display.tokens_to_show, self.show_z, self._side_width - 2, row,
+                       fork_at=fork_at, fork_texts=self.engine.token_texts(ids), show_processed=self.show_processed)
+            side.border_title = f"at #{fork_at}: l / enter forks"
+            self._table_shown = (frame, options)
+            return
+        side.border_title = "next token"
         if self.lane.outstanding and self.lane.branch_id == self.branch.id:
             row = self.lane.next_row()  # what the next queued append will pick
-        elif self._table_shown is not None and self._table_shown[0] is frame:
+        elif same and self._table_shown[1][2] is None:
             row = table.selected  # same frame, new columns or width
         else:
             row, self.lane.selection = self.lane.selection, 0  # the table after the last step
-        table.show(frame, self.settings.display.tokens_to_show, self.show_z, self._side_width - 2, row)
+        table.show(frame, self.settings.display.tokens_to_show, self.show_z, self._side_width - 2, row,
+                   show_processed=self.show_processed)
         self._table_shown = (frame, options)
 
     def _view_title(self) -> str:
@@ -637,7 +702,11 @@ class TokenExplorerApp(App):
         text.append(" │ view: ")
         text.append(self._view_title(), Style(bold=True))
         text.append(f" │ {printable(info.name)} · {info.device}")
-        self.query_one(StatusLine).update(text)
+        try:
+            status = self.query_one(StatusLine)
+        except NoMatches:  # the app is closing: a busy-mark timer fired after the main screen went
+            return
+        status.update(text)
 
     # ------------------------------------------------------------ actions: stepping
 
@@ -650,7 +719,7 @@ class TokenExplorerApp(App):
     def _move_selection(self, delta: int) -> None:
         """Move the table selection; while steps are outstanding, the one of the table after them."""
         table = self.query_one(Candidates)
-        if self.lane.outstanding and self.lane.branch_id == self.branch.id:
+        if self._fork_at() is None and self.lane.outstanding and self.lane.branch_id == self.branch.id:
             self.lane.move_selection(delta, max(table.row_count, 1))
             self._refresh_status()
         elif delta < 0:
@@ -666,7 +735,33 @@ class TokenExplorerApp(App):
             self.notify(f"dropped {plural(dropped, 'queued step')}", markup=False)
 
     def action_append(self) -> None:
-        self._request_step("append")
+        if self._fork_at() is not None:
+            self._fork()
+        else:
+            self._request_step("append")
+
+    def _fork_at(self) -> int | None:
+        """The cursor's position when it is shown inside the prompt (not on the first or last
+        token) over a drawn frame: the table shows the alternatives there and append forks."""
+        b = self.branch if self.branches else None
+        if b is None or not self.show_cursor or b.current is None or not 0 < b.cursor < len(b.tokens) - 1:
+            return None
+        return b.cursor
+
+    def _fork(self) -> None:
+        """A new path: the tokens before the cursor and the alternative selected in the table."""
+        b, at = self.branch, self._fork_at()
+        assert b.current is not None and at is not None
+        p = b.current.snapshot.positions[at - 1]
+        ids = [int(t) for t in p.top_ids[: self.settings.display.tokens_to_show]]
+        row = self.query_one(Candidates).selected
+        token = ids[row] if row < len(ids) else b.tokens[at]
+        if token == b.tokens[at]:
+            self.notify(f"#{at} already holds that token: select another row to fork", severity="warning")
+            return
+        self._goto(b.tokens[:at] + (token,))
+        text = self.engine.token_texts([token])[0]
+        self.notify(f"forked at #{at} with {repr_token(text)} (rank {row + 1})", markup=False)
 
     def action_pop(self) -> None:
         self._request_step("pop")
@@ -744,6 +839,303 @@ class TokenExplorerApp(App):
     def _switched(self) -> None:
         self._refresh()
         self._pump()
+
+    # ------------------------------------------------------------ actions: the branch tree
+
+    def _keep_frame(self, frame: Frame) -> None:
+        """Remember a frame the engine produced: in the tree (its path, unvisited, and the
+        probability of each token given its prefix) and in the LRU of frames by tokens."""
+        if not frame.tokens:
+            return
+        self.branch_tree.add(frame.tokens, visit=False)
+        self.branch_tree.set_probs(frame.tokens, [p.token_prob for p in frame.snapshot.positions])
+        self._frames.put(frame.tokens, frame)
+
+    def _goto(self, tokens: Sequence[int]) -> None:
+        """Move this branch to the path ``tokens`` (a branch switch: its queued steps are dropped)."""
+        tokens = tuple(int(t) for t in tokens)
+        self._leave_branch()
+        self._set_branch(Branch.new(tokens, self._frames.get(tokens)))
+        self._switched()
+
+    def action_tree_parent(self) -> None:
+        target = self.branch_tree.to_parent(self.branch.tokens)
+        if target is None:
+            self.notify("this node has no parent: it is at the top of the tree", severity="warning")
+            return
+        self._goto(target)
+
+    def action_tree_child(self) -> None:
+        target = self.branch_tree.to_child(self.branch.tokens)
+        if target is None:
+            self.notify("this node has no children: append (l) or fork (enter) to make one", severity="warning")
+            return
+        self._goto(target)
+
+    def action_tree_sibling(self, delta: int) -> None:
+        target = self.branch_tree.to_sibling(self.branch.tokens, delta)
+        if target is None:
+            self.notify("this node has no siblings", severity="warning")
+            return
+        self._goto(target)
+
+    def _sampling_params(self) -> SamplingParams:
+        """The sampler's settings from ``[sampling]``."""
+        s = self.settings.sampling
+        return SamplingParams(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+                              repetition_penalty=s.repetition_penalty, no_repeat_ngram_size=s.no_repeat_ngram_size,
+                              min_new_tokens=s.min_new_tokens)
+
+    def action_toggle_processed(self) -> None:
+        self.show_processed = not self.show_processed
+        self.query_one("#side").border_subtitle = ("prob raw · proc: sampler ([sampling])" if self.show_processed
+                                                   else "raw softmax, no filter")
+        self._processed_tried = None
+        self._fit_side()
+        self._refresh()
+        self._pump()
+
+    def action_sample(self) -> None:
+        b = self.branch
+        if b.current is None or self._inflight is not None or self.lane.steps:
+            self.notify("sampling starts once the queued steps are done (esc drops them)", severity="warning")
+            return
+        s = self.settings.sampling
+        params = self._sampling_params()
+        self._sample_stop = threading.Event()
+        self._inflight = Job(b.id, b.tokens)  # holds the engine lane until the sampling ends
+        self._sample(self.engine, b.id, b.tokens, s.tokens, params, s.stop, self._sample_stop)
+        self._refresh_status()
+
+    @work(thread=True, exit_on_error=False, group="engine")
+    def _sample(self, engine: EngineLike, branch_id: int, base: tuple[int, ...], n: int, params: SamplingParams,
+                stop_text: str, stop: threading.Event) -> None:
+        count = 0
+
+        def landed(frame: Frame) -> None:
+            nonlocal count
+            count += 1
+            self.post_message(m.SampleStep(branch_id, frame))
+
+        try:
+            reason = sample_run(engine, base, n, params, self.seed, stop_text, self.settings.display.tokens_to_show,
+                                stop.is_set, landed, self.show_processed)
+        except Exception as e:  # noqa: BLE001 - becomes a notice; what landed stays
+            self.post_message(m.SampleDone(branch_id, count, "", one_line(e)))
+            return
+        self.post_message(m.SampleDone(branch_id, count, reason))
+
+    def on_sample_step(self, message: m.SampleStep) -> None:
+        frame = message.frame
+        self._engine_tokens = frame.tokens
+        self._keep_frame(frame)
+        for i, b in enumerate(self.branches):
+            if b.id == message.branch_id and b.tokens == frame.tokens[:-1]:
+                self.branches[i] = b.with_frame(frame)
+        self._refresh()
+
+    def on_sample_done(self, message: m.SampleDone) -> None:
+        self._inflight = None
+        self._sample_stop = None
+        if message.error:
+            self._engine_tokens = None  # unknown: the next job syncs first
+            self.notify(f"sampling failed after {plural(message.count, 'token')}: {message.error}", severity="error",
+                        markup=False)
+        else:
+            self.notify(f"sampled {plural(message.count, 'token')} ({message.reason})", markup=False)
+        self._refresh()
+        self._pump()
+
+    def action_compare(self) -> None:
+        b = self.branch
+        other = self.branch_tree.nearest_other(b.tokens)
+        name = "other path"  # the one visited last of those forking off nearest
+        if other is None and len(self.branches) > 1:
+            other, name = self.branches[(self.current + 1) % len(self.branches)].tokens, "next branch"
+        if other is None or other == b.tokens:
+            self.notify("nothing to compare with: fork (enter on an alternative) or open another branch",
+                        severity="warning")
+            return
+        if b.current is None or self._inflight is not None or self.lane.steps:
+            self.notify("compare once the queued steps are done (esc drops them)", severity="warning")
+            return
+        frame = self._frames.get(other)
+        if frame is not None:
+            self._show_comparison(b.current.snapshot, frame.snapshot, name)
+            return
+        self._inflight = Job(b.id, b.tokens)  # holds the engine lane while the other path runs
+        self._compare_run(self.engine, b.tokens, other, name)
+        self._refresh_status()
+
+    @work(thread=True, exit_on_error=False, group="engine")
+    def _compare_run(self, engine: EngineLike, tokens: tuple[int, ...], other: tuple[int, ...], name: str) -> None:
+        rows = self.settings.display.tokens_to_show
+        try:
+            theirs = frame_of(engine, engine.set_tokens(list(other)), rows)
+            ours = frame_of(engine, engine.set_tokens(list(tokens)), rows)
+        except Exception as e:  # noqa: BLE001
+            self.post_message(m.CompareReady(None, None, name, one_line(e)))
+            return
+        self.post_message(m.CompareReady(ours, theirs, name))
+
+    def on_compare_ready(self, message: m.CompareReady) -> None:
+        self._inflight = None
+        if message.error:
+            self._engine_tokens = None
+            self.notify(f"compare failed: {message.error}", severity="error", markup=False)
+        else:
+            self._engine_tokens = message.ours.tokens
+            self._keep_frame(message.theirs)
+            self._keep_frame(message.ours)
+            if self.branch.tokens == message.ours.tokens:
+                self._show_comparison(message.ours.snapshot, message.theirs.snapshot, message.name)
+        self._refresh()
+        self._pump()
+
+    def _show_comparison(self, ours: Snapshot, theirs: Snapshot, name: str) -> None:
+        result = compare(ours, theirs)
+        tail = "".join(p.text for p in ours.positions[max(0, result.common - 8): result.common])
+        self.push_screen(CompareScreen(result, tail, "this branch", name))
+
+    def action_type_text(self) -> None:
+        b = self.branch
+        at = b.cursor if self.show_cursor else len(b.tokens) - 1
+        where = "append to the prompt" if at >= len(b.tokens) - 1 else f"fork after #{at}, in place of what follows"
+        self.push_screen(TextInput(f"type text to {where} (enter; esc cancels)"),
+                         lambda text: self._typed(text, b.id, b.tokens[: at + 1]))
+
+    def _typed(self, text: str | None, branch_id: int, before: tuple[int, ...]) -> None:
+        if text:
+            self._tokenize_typed(self.engine, text, branch_id, before)
+
+    @work(thread=True, exit_on_error=False, group="files")
+    def _tokenize_typed(self, engine: EngineLike, text: str, branch_id: int, before: tuple[int, ...]) -> None:
+        try:
+            ids = text_ids(engine, text)
+        except Exception as e:  # noqa: BLE001
+            self.post_message(m.Notice(f"cannot tokenise the text: {one_line(e)}", "error"))
+            return
+        self.post_message(m.TextReady(branch_id, before, tuple(ids)))
+
+    def on_text_ready(self, message: m.TextReady) -> None:
+        if not message.ids:
+            self.notify("the text has no tokens", severity="warning")
+            return
+        if self.branch.id != message.branch_id or self.branch.tokens[: len(message.before)] != message.before:
+            self.notify("the branch changed while the text was tokenised: not added", severity="warning")
+            return
+        self._goto(message.before + message.ids)
+        self.notify(f"added {plural(len(message.ids), 'token')} of typed text", markup=False)
+
+    def action_tree(self) -> None:
+        self.push_screen(TreeScreen(self.branch_tree, self.branch.tokens, self.engine, self._tree_remove, self._tree_undo),
+                         self._tree_opened)
+
+    def _tree_opened(self, tokens: tuple[int, ...] | None) -> None:
+        if tokens is not None and tokens != self.branch.tokens:
+            self._goto(tokens)
+
+    def _tree_remove(self, node: int) -> str:
+        """Remove ``node``'s subtree; branches inside it move to where it forked off. The notice."""
+        path = self.branch_tree.path(node)
+        fork = self.branch_tree.path(self.branch_tree.parent(node))
+        inside = [i for i, b in enumerate(self.branches) if b.tokens[: len(path)] == path]
+        if inside and not fork:
+            return "a top-level node with a branch inside cannot be removed (remove the branch with a first)"
+        removal = self.branch_tree.remove(node)
+        self._tree_removed.append(removal)
+        for i in inside:
+            if i == self.current:
+                self._goto(fork)
+            else:
+                self.branches[i] = Branch.new(fork, self._frames.get(fork))
+        moved = f"; {len(inside)} open branch(es) moved to where it forked off" if inside else ""
+        return f"removed a subtree of {plural(len(removal.runs), 'node')}{moved}; u (in the tree) brings it back"
+
+    def _tree_undo(self) -> str:
+        if not self._tree_removed:
+            return "no removed subtree to bring back"
+        removal = self._tree_removed.pop()
+        self.branch_tree.restore(removal)
+        return f"brought back a subtree of {plural(len(removal.runs), 'node')}"
+
+    # ------------------------------------------------------------ actions: sessions
+
+    @property
+    def sessions_dir(self) -> Path:
+        """Where sessions are listed (``o`` lists prompts; ``O`` lists these)."""
+        return self.settings.prompt.path / "sessions"
+
+    @staticmethod
+    def _prepare_session(engine: EngineLike, session: Session | None, path: Path | None) -> tuple[Session | None, str]:
+        """``session`` made ready for ``engine``'s model (on a worker), and the notice to give."""
+        if session is None:
+            return None, ""
+        info = engine.info
+        ready, retokenised = for_model(session, info.fingerprint, info.vocab_size, engine.tokenize)
+        name = path.name if path is not None else "the session"
+        if retokenised:
+            return ready, (f"{name} was saved with another model ({session.model}): its texts were re-tokenised, "
+                           "so the tree's probabilities and visit order start afresh")
+        return ready, f"opened {name}: {len(ready.tree) - 1} tree nodes, {len(ready.branches)} open branch(es)"
+
+    def action_session_save(self) -> None:
+        path = self.session_path
+        if path is None:
+            path = self.sessions_dir / f"session-{datetime.now():%Y%m%d-%H%M%S}.json"
+            self.session_path = path
+        tree = Tree.from_dict(self.branch_tree.to_dict())  # a copy: the worker reads it while keys go on
+        branches = [(b.tokens, b.cursor) for b in self.branches]
+        self._save_session(self.engine, path, tree, branches, self.current)
+
+    @work(thread=True, exit_on_error=False, group="files")
+    def _save_session(self, engine: EngineLike, path: Path, tree: Tree, branches: list[tuple[tuple[int, ...], int]],
+                      current: int) -> None:
+        try:
+            session = Session(engine.info.name, engine.info.fingerprint, tree,
+                              [engine.decode(list(leaf)) for leaf in tree.leaves()],
+                              [OpenBranch(t, c, engine.decode(list(t))) for t, c in branches], current)
+            save_session(path, session)
+        except Exception as e:  # noqa: BLE001
+            self.post_message(m.Notice(f"saving the session failed: {one_line(e)}", "error"))
+            return
+        self.post_message(m.Notice(f"saved the session ({len(tree) - 1} tree nodes, {len(branches)} open "
+                                   f"branch(es)) to {path}"))
+
+    def action_session_open(self) -> None:
+        self.push_screen(SessionBrowser(self.sessions_dir), self._session_chosen)
+
+    def _session_chosen(self, path: Path | None) -> None:
+        if path is not None:
+            self._open_session(self.engine, path)
+
+    @work(thread=True, exit_on_error=False, group="files")
+    def _open_session(self, engine: EngineLike, path: Path) -> None:
+        try:
+            session, note = self._prepare_session(engine, load_session(path), path)
+        except Exception as e:  # noqa: BLE001
+            self.post_message(m.Notice(f"cannot open {path.name}: {one_line(e)}", "error"))
+            return
+        self.post_message(m.SessionReady(session, path, note))
+
+    def on_session_ready(self, message: m.SessionReady) -> None:
+        session: Session = message.session
+        cap = self.settings.prompt.max_prompts
+        kept = session.branches[:cap]
+        self._leave_branch()
+        self.branch_tree = session.tree
+        self._tree_removed = []
+        self._removed = None
+        self.branches = [replace(Branch.new(b.tokens, self._frames.get(b.tokens)), cursor=b.cursor) for b in kept]
+        self.current = min(session.current, len(self.branches) - 1)
+        self._tree_noted = self.branch.tokens  # opening is not a visit: the saved order stands
+        self.session_path = message.path
+        note = message.note
+        if len(session.branches) > cap:
+            note += f"; only the first {cap} of its {len(session.branches)} branches are open ([prompt] max_prompts)"
+        self.notify(note, severity="warning" if "another model" in note or len(session.branches) > cap
+                    else "information", markup=False)
+        self._switched()
 
     # ------------------------------------------------------------ actions: files
 
@@ -976,13 +1368,20 @@ def make_app(
     initial_tokens: list[int] | None = None,
     initial_saved: SavedPrompt | None = None,
     start_view: str | None = None,
+    session_path: Path | None = None,
+    initial_session: Session | None = None,
+    seed: int | None = None,
 ) -> TokenExplorerApp:
     """The app; ``engine_factory(progress)`` runs on a worker while a loading screen shows progress.
 
     ``initial_tokens`` (exact ids) win over ``initial_text``; with neither, the settings'
     ``[prompt] example_prompt`` is tokenised. ``initial_saved`` (a saved prompt file) wins over both:
     its token ids when its model fingerprint is the engine's, else its text re-tokenised, with a
-    notice. ``start_view`` is a view id (``VIEW_IDS``).
+    notice. ``start_view`` is a view id (``VIEW_IDS``). ``initial_session`` (read from
+    ``session_path``) wins over all of them: its tree and branches are opened; ``S`` saves to
+    ``session_path`` (default: a new file in the sessions folder, kept for later saves). ``seed``
+    makes the sample key's draws reproducible.
     """
     return TokenExplorerApp(settings, engine_factory, initial_text=initial_text, initial_tokens=initial_tokens,
-                            initial_saved=initial_saved, start_view=start_view)
+                            initial_saved=initial_saved, start_view=start_view, session_path=session_path,
+                            initial_session=initial_session, seed=seed)

@@ -9,6 +9,7 @@ from typing import Literal
 from token_explorer.errors import Cancelled, UserError
 from token_explorer.protocol import EngineLike
 from token_explorer.results import Snapshot
+from token_explorer.sampling_params import SamplingParams
 
 from .state import Frame
 
@@ -30,14 +31,20 @@ class Job:
     fill: bool = False
 
 
-def frame_of(engine: EngineLike, snapshot: Snapshot, rows: int) -> Frame:
-    """The snapshot plus the display text of its first ``rows`` next-token candidates."""
+def frame_of(engine: EngineLike, snapshot: Snapshot, rows: int, params: SamplingParams | None = None) -> Frame:
+    """The snapshot plus the display text of its first ``rows`` next-token candidates, and with
+    ``params`` their processed probability (the engine must hold exactly ``snapshot``'s tokens)."""
     ids = [int(t) for t in snapshot.next.top_ids[:rows]] if snapshot.positions else []
-    return Frame(snapshot, tuple(engine.token_texts(ids)) if ids else ())
+    processed = None
+    if params is not None and ids:
+        processed = tuple(float(p) for p in engine.processed_probs(params, ids))
+    return Frame(snapshot, tuple(engine.token_texts(ids)) if ids else (), processed)
 
 
-def run_job(engine: EngineLike, job: Job, rows: int, stop: Callable[[], bool] = lambda: False) -> Frame:
-    """Run ``job`` on the engine and return the resulting frame (``stop`` ends a fill early)."""
+def run_job(engine: EngineLike, job: Job, rows: int, stop: Callable[[], bool] = lambda: False,
+            params: SamplingParams | None = None) -> Frame:
+    """Run ``job`` on the engine and return the resulting frame (``stop`` ends a fill early; with
+    ``params`` the frame carries the candidates' processed probabilities)."""
     snapshot = None
     if job.sync is not None:
         snapshot = engine.set_tokens(list(job.sync))
@@ -53,7 +60,7 @@ def run_job(engine: EngineLike, job: Job, rows: int, stop: Callable[[], bool] = 
         snapshot = engine.pop()
     if snapshot is None:
         snapshot = engine.snapshot()
-    return frame_of(engine, snapshot, rows)
+    return frame_of(engine, snapshot, rows, params)
 
 
 def start_tokens(engine: EngineLike, text: str | None, tokens: Sequence[int] | None) -> list[int]:
@@ -75,3 +82,40 @@ def one_line(error: BaseException) -> str:
     name = type(error).__name__
     return f"{name}: {message}" if message else name
 
+
+
+def text_ids(engine: EngineLike, text: str) -> list[int]:
+    """Token ids of ``text`` to put after other tokens: tokenised alone, less the special tokens the
+    tokenizer adds to every text (those it gives the empty text, at the start and the end)."""
+    ids = list(engine.tokenize(text))
+    empty = list(engine.tokenize(""))
+    lead = 0
+    while lead < min(len(ids), len(empty)) and ids[lead] == empty[lead]:
+        lead += 1
+    trail = empty[lead:]
+    if trail and ids[len(ids) - len(trail):] == trail:
+        ids = ids[: len(ids) - len(trail)]
+    return [int(t) for t in ids[lead:]]
+
+
+def sample_run(engine: EngineLike, base: Sequence[int], n: int, params: SamplingParams, seed: int | None,
+               stop_text: str, rows: int, stopped: Callable[[], bool], on_frame: Callable[[Frame], None],
+               show_processed: bool = False) -> str:
+    """From the prompt ``base``, draw up to ``n`` tokens with the sampler and append each, calling
+    ``on_frame`` after every one. The k-th draw (from 0) uses ``seed + k`` when a seed is given.
+    Ends on an EOS token (kept), once the drawn text contains ``stop_text`` (not before
+    ``params.min_new_tokens`` tokens), when ``stopped()`` turns True, or after ``n``; says why."""
+    engine.set_tokens(list(base))
+    eos = engine.eos_ids()
+    drawn: list[int] = []
+    for k in range(n):
+        if stopped():
+            return "stopped by a key"
+        token = engine.sample(params, step=k, seed=None if seed is None else seed + k)
+        drawn.append(token)
+        on_frame(frame_of(engine, engine.append(token), rows, params if show_processed else None))
+        if token in eos:
+            return "end of sequence"
+        if stop_text and k + 1 >= params.min_new_tokens and stop_text in engine.decode(drawn):
+            return "stop string"
+    return "done"

@@ -109,3 +109,49 @@ class PromptReady(Message):
 
     tokens: tuple[int, ...]
     note: str
+
+
+@dataclass
+class SessionReady(Message):
+    """A session read from ``path`` and made ready for the loaded model (``note``: a notice, or "")."""
+
+    session: Any  # sessions.Session
+    path: Any  # pathlib.Path
+    note: str
+
+
+@dataclass
+class TextReady(Message):
+    """Typed text tokenised: ``ids`` go after ``before`` on branch ``branch_id``."""
+
+    branch_id: int
+    before: tuple[int, ...]
+    ids: tuple[int, ...]
+
+
+@dataclass
+class SampleStep(Message):
+    """One sampled token landed on branch ``branch_id``: ``frame`` is the prompt with it."""
+
+    branch_id: int
+    frame: Frame
+
+
+@dataclass
+class SampleDone(Message):
+    """Sampling on branch ``branch_id`` ended after ``count`` tokens, for ``reason`` (or failed: ``error``)."""
+
+    branch_id: int
+    count: int
+    reason: str
+    error: str = ""
+
+
+@dataclass
+class CompareReady(Message):
+    """The frames of this branch and of the path it is compared with (or the error)."""
+
+    ours: Frame | None
+    theirs: Frame | None
+    name: str
+    error: str = ""

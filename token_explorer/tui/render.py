@@ -163,21 +163,45 @@ def repr_token(text: str) -> str:
 # ---------------------------------------------------------------- candidates
 
 
-def candidate_cells(frame_snapshot: Snapshot, cand_texts: Sequence[str], rows: int, show_z: bool) -> list[tuple[Text, ...]]:
-    """Rows of the next-token table: rank, token, probability, logit (and z)."""
-    p = frame_snapshot.next
+def candidate_cells(p: Position, cand_texts: Sequence[str], rows: int, show_z: bool,
+                    actual: Position | None = None, actual_text: str = "",
+                    processed: Sequence[float] | None = None, show_processed: bool = False) -> list[tuple[Text, ...]]:
+    """Rows of a candidates table from the distribution after position ``p``: rank, token,
+    probability, logit (and z). With ``actual`` (the record of the token that follows ``p``), its
+    row is marked ``●``, or added last with its own rank when it is not among the rows. With
+    ``show_processed`` a column of ``processed[r]`` (the sampler's probability; "—" when not
+    computed) follows the raw probability."""
     n = min(rows, len(p.top_ids))
     zs = p.top_z() if show_z else None
+    mark = actual.token_id if actual is not None else None
     out = []
     for r in range(n):
+        here = int(p.top_ids[r]) == mark
         cells = [
-            Text(str(r + 1), justify="right"),
-            Text(shown(cand_texts[r], spaces=True) if r < len(cand_texts) else "?", no_wrap=True, overflow="ellipsis"),
+            Text(("●" if here else "") + str(r + 1), justify="right"),
+            Text(shown(cand_texts[r], spaces=True) if r < len(cand_texts) else "?", no_wrap=True, overflow="ellipsis",
+                 style=Style(bold=True) if here else ""),
             Text(f"{float(p.top_probs[r]):.4f}", justify="right"),
-            Text(f"{float(p.top_logits[r]):.2f}", justify="right"),
         ]
+        if show_processed:
+            known = processed is not None and r < len(processed)
+            cells.append(Text(f"{processed[r]:.4f}" if known else "—", justify="right"))  # type: ignore[index]
+        cells.append(Text(f"{float(p.top_logits[r]):.2f}", justify="right"))
         if zs is not None:
             cells.append(Text(f"{float(zs[r]):+.2f}", justify="right"))
+        out.append(tuple(cells))
+    if actual is not None and mark not in [int(t) for t in p.top_ids[:n]] and actual.token_prob is not None:
+        cells = [
+            Text(f"●{actual.token_rank}", justify="right", overflow="ellipsis"),
+            Text(shown(actual_text, spaces=True), no_wrap=True, overflow="ellipsis", style=Style(bold=True)),
+            Text(f"{actual.token_prob:.4f}", justify="right"),
+        ]
+        if show_processed:
+            cells.append(Text("—", justify="right"))
+        cells.append(Text(f"{actual.token_logit:.2f}", justify="right"))
+        if zs is not None:
+            z = actual.token_z
+            cells.append(Text("n/a" if z is None else f"{z:+.2f}", justify="right"))
         out.append(tuple(cells))
     return out
 

@@ -16,10 +16,12 @@ _ids = count(1)
 @dataclass(frozen=True)
 class Frame:
     """A snapshot plus the display text of its next-token candidates (``cand_texts[r]`` for
-    ``snapshot.next.top_ids[r]``)."""
+    ``snapshot.next.top_ids[r]``) and, when asked for, their probability under the sampler's
+    processed distribution (``processed[r]``; None: not computed)."""
 
     snapshot: Snapshot
     cand_texts: tuple[str, ...]
+    processed: tuple[float, ...] | None = None
 
     @property
     def tokens(self) -> tuple[int, ...]:

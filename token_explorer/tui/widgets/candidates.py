@@ -1,4 +1,5 @@
-"""The next-token candidates table: the model's raw distribution after the last token.
+"""The candidates table: the model's raw distribution after the last token (or, with the cursor
+inside the prompt, after the token before it: the alternatives to the token there).
 
 Drawn line by line (Textual's line API) from rows built once per frame: a selection move redraws
 two lines, a new frame redraws only the visible rows. (A ``DataTable`` rendered every cell
@@ -6,6 +7,8 @@ through Rich again on each change, which cost most of a step's repaint.)
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
@@ -52,14 +55,26 @@ class Candidates(ScrollView, can_focus=False):
 
     # ------------------------------------------------------------ content
 
-    def show(self, frame: Frame, rows: int, show_z: bool, width: int, selected: int = 0) -> None:
-        """Fill the table from ``frame`` to fit ``width`` cells, with row ``selected`` highlighted."""
-        fixed = 3 + 6 + 7 + (6 if show_z else 0)
-        columns = 5 if show_z else 4
+    def show(self, frame: Frame, rows: int, show_z: bool, width: int, selected: int = 0, fork_at: int | None = None,
+             fork_texts: Sequence[str] = (), show_processed: bool = False) -> None:
+        """Fill the table from ``frame`` to fit ``width`` cells, with row ``selected`` highlighted: the
+        next-token candidates, or with ``fork_at`` the alternatives to the token there (from the
+        distribution after the position before it; ``fork_texts`` their texts), that token marked.
+        ``show_processed`` adds the sampler's processed probability of the next-token candidates."""
+        fixed = 3 + 6 + 7 + (6 if show_z else 0) + (6 if show_processed else 0)
+        columns = 4 + show_z + show_processed
         token_width = max(4, width - fixed - 2 * columns - 1)
-        self._columns = (("#", 3, "right"), ("token", token_width, "left"), ("prob", 6, "right"),
-                         ("logit", 7, "right")) + ((("z", 6, "right"),) if show_z else ())
-        self._rows = candidate_cells(frame.snapshot, frame.cand_texts, rows, show_z)
+        self._columns = ((("#", 3, "right"), ("token", token_width, "left"), ("prob", 6, "right"))
+                         + ((("proc", 6, "right"),) if show_processed else ()) + (("logit", 7, "right"),)
+                         + ((("z", 6, "right"),) if show_z else ()))
+        positions = frame.snapshot.positions
+        if fork_at is None:
+            self._rows = candidate_cells(positions[-1], frame.cand_texts, rows, show_z, processed=frame.processed,
+                                         show_processed=show_processed)
+        else:  # the processed distribution is only known for the next token
+            actual = positions[fork_at]
+            self._rows = candidate_cells(positions[fork_at - 1], fork_texts, rows, show_z, actual, actual.text,
+                                         show_processed=show_processed)
         self._strips.clear()
         self._cursor = min(max(selected, 0), max(self.row_count - 1, 0))
         self.virtual_size = Size(self._line_width(), self.row_count + 1)
