@@ -110,6 +110,7 @@ def test_every_flag_in_the_readme_exists():
     import re
     from pathlib import Path
 
+    from token_explorer.heads.cli import build_parser as heads_parser
     from token_explorer.sae.cli import build_parser as sae_parser
     from token_explorer.trace.cli import build_diff_parser, build_parser as trace_parser
 
@@ -117,6 +118,7 @@ def test_every_flag_in_the_readme_exists():
     known = _option_strings(build_parser("explore")) | _option_strings(build_parser("peek"))
     known |= _option_strings(sae_parser())
     known |= _option_strings(trace_parser()) | _option_strings(build_diff_parser())
+    known |= _option_strings(heads_parser())
     flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9_-]*)", readme)) - {"--no-deps"}  # pip's
     assert flags, "the README documents flags"
     assert sorted(flags - known) == []

@@ -15,7 +15,7 @@ from .config import Settings, load_settings
 from .errors import UserError
 from .printable import printable
 
-SUBCOMMANDS = ("peek", "sae", "trace")
+SUBCOMMANDS = ("peek", "sae", "trace", "heads")
 
 
 def _config_path(given: str | None) -> Path | None:
@@ -217,6 +217,10 @@ def _main(argv: list[str]) -> int:
             from .trace.cli import main as trace_main
 
             return trace_main(argv)
+        if command == "heads":
+            from .heads.cli import main as heads_main
+
+            return heads_main(argv)
         args = build_parser(command).parse_args(argv)
         return run_peek(args) if command == "peek" else run_explore(args)
     except UserError as exc:

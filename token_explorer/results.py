@@ -196,6 +196,30 @@ class Attention:
 
 @register_type
 @dataclass(frozen=True)
+class HeadMetrics:
+    """Every head's attention metrics over the prompt (M metrics, L layers, H heads), and each
+    head's attention row from the cursor's query."""
+
+    names: tuple[str, ...]  # (M,) metric names, as the head lab writes them
+    values: np.ndarray  # (M, L, H) float32; NaN where a metric is undefined for this prompt
+    rows: np.ndarray  # (L, H, cursor+1) float32 softmax weights from the cursor over positions 0..cursor
+    induction: np.ndarray  # (L, H) bool: marked an induction head (see analyses.heads)
+    previous: np.ndarray  # (L, H) bool: marked a previous-token head
+
+    def colour(self, params) -> np.ndarray:
+        """(cursor+1,) the chosen head's attention from the cursor."""
+        return self.rows[int(params["layer"]), int(params["head"])]
+
+    def ranked(self, metric: str) -> list[tuple[int, int]]:
+        """Every (layer, head), highest ``metric`` first (NaN last, ties by layer then head)."""
+        grid = self.values[self.names.index(metric)]  # (L, H)
+        flat = np.nan_to_num(grid.ravel().astype(np.float64), nan=-np.inf)
+        order = np.lexsort((np.arange(flat.size), -flat))
+        return [divmod(int(i), grid.shape[1]) for i in order]
+
+
+@register_type
+@dataclass(frozen=True)
 class Residual:
     """Raw residual-stream norms everywhere, and each block's two updates at the cursor."""
 

@@ -2,7 +2,8 @@
 
 ``resid``: the residual stream entering each block, plus the output of the last block
 (shape (L+1, T, d) for T new positions). ``queries``: each layer's attention queries after any
-rotary embedding, as the attention function saw them (shape (L, H, T, hd)). Queries come from a
+rotary embedding, as the attention function saw them (shape (L, H, T, hd)); on request also the
+keys and values it was given (each (L, kv_heads, T_k, hd), before grouped-query repetition). Queries come from a
 thin wrapper registered as an attention implementation that records them and then calls the
 model's original attention function, so the fused (SDPA) path stays in use.
 """
@@ -44,6 +45,9 @@ class Recorder:
     queries: dict[int, torch.Tensor] = field(default_factory=dict)
     meta: dict[int, AttentionMeta] = field(default_factory=dict)
     want_queries: bool = True
+    want_kv: bool = False  # also record each layer's keys and values (see ``keys``, ``values``)
+    keys: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (1, kv_heads, T_k, hd)
+    values: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (1, kv_heads, T_k, hd)
 
     def __post_init__(self) -> None:
         self.resid = [None] * (self.n_layers + 1)
@@ -73,6 +77,8 @@ def _recording_attention(module, query, key, value, attention_mask, **kwargs):
         layer = getattr(module, "layer_idx", None)
         if layer is not None:
             recorder.queries[layer] = query.detach()
+            if recorder.want_kv:
+                recorder.keys[layer], recorder.values[layer] = key.detach(), value.detach()
             if layer not in recorder.meta:
                 scaling = kwargs.get("scaling")
                 recorder.meta[layer] = AttentionMeta(
@@ -114,10 +120,11 @@ def _hidden_out(output) -> torch.Tensor:
 
 
 @contextmanager
-def recording(model: torch.nn.Module, family: Family, want_queries: bool = True) -> Iterator[Recorder]:
-    """Capture the residual stream (and queries) of the forward passes run inside the block."""
+def recording(model: torch.nn.Module, family: Family, want_queries: bool = True,
+              want_kv: bool = False) -> Iterator[Recorder]:
+    """Capture the residual stream (and queries, and keys and values) of the forwards run inside the block."""
     layers = blocks(model, family)
-    recorder = Recorder(n_layers=len(layers), want_queries=want_queries)
+    recorder = Recorder(n_layers=len(layers), want_queries=want_queries, want_kv=want_kv)
     owner = threading.get_ident()  # forwards on other threads (an analysis beside a step) are not ours
     handles = []
     for i, block in enumerate(layers):

@@ -141,8 +141,8 @@ def _prompt_ids(tokenizer, text: str, chat: bool, system: str | None) -> list[in
 class ProgressBar:
     """Steps done on stderr: one redrawn line on a terminal, a line per tenth otherwise."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled = total, enabled
+    def __init__(self, total: int, enabled: bool, label: str = "trace") -> None:
+        self.total, self.enabled, self.label = total, enabled, label
         self.tty = sys.stderr.isatty()
         self.start = time.perf_counter()
         self.shown = -1
@@ -153,11 +153,11 @@ class ProgressBar:
         rate = done / max(1e-9, time.perf_counter() - self.start)
         if self.tty:
             filled = int(30 * done / self.total)
-            print(f"\rtrace [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} tokens, {rate:.1f} tok/s",
+            print(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} tokens, {rate:.1f} tok/s",
                   end="", file=sys.stderr, flush=True)
         elif done * 10 // self.total > self.shown:
             self.shown = done * 10 // self.total
-            print(f"trace: {done}/{self.total} tokens, {rate:.1f} tok/s", file=sys.stderr, flush=True)
+            print(f"{self.label}: {done}/{self.total} tokens, {rate:.1f} tok/s", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.enabled and self.tty:

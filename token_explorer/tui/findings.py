@@ -19,7 +19,7 @@ from rich.style import Style
 from rich.text import Text
 
 from token_explorer.analyses.declare import ALL, Spec
-from token_explorer.results import Attention, Attribution, Features, LayerGrid, Lens, ModelInfo, Residual
+from token_explorer.results import Attention, Attribution, Features, HeadMetrics, LayerGrid, Lens, ModelInfo, Residual
 
 from .colors import Fitted, fit_scale
 from .render import HeavyRendering, grid_heatmap, number, rich_table
@@ -115,6 +115,34 @@ def _attention(spec, result: Attention, params, ctx) -> HeavyRendering:
                              [(str(l), *(f"{result.entropy_bits[l, h]:.2f}" for h in range(n_heads))) for l in range(n_layers)])
         return _panel(heat, _title(f"most attended tokens ({how} over {over})"), top,
                       _title("entropy (bits) of each head's attention row at the cursor"), entropy)
+
+    return HeavyRendering(values, fitted.scale, caption, panel, fitted.note, "after the cursor: not attended")
+
+
+HEAD_COLUMNS = ("previous_token_score", "induction_score", "pattern_entropy")  # always shown, besides the sort metric
+
+
+def _heads(spec, result: HeadMetrics, params, ctx) -> HeavyRendering:
+    info, texts = ctx["info"], ctx["texts"]
+    layer, head, metric = int(params["layer"]), int(params["head"]), params["metric"]
+    values = result.colour(params)
+    fitted = _fit(spec, values, info, ctx["skip_first"], "fitted" if ctx["skip_first"] else "probability", "")
+    caption = f"layer {layer} head {head}: attention from the cursor's query to each token up to it"
+    columns = tuple(dict.fromkeys((metric, *HEAD_COLUMNS)))
+
+    def panel(cursor: int, width: int) -> RenderableType | None:
+        order = np.argsort(-np.nan_to_num(values, nan=-1.0), kind="stable")[:TOP]
+        top = rich_table(("position", "token", "weight"),
+                         [(str(int(i)), texts[i] if i < len(texts) else "?", f"{values[i]:.4f}") for i in order], (1,))
+        rows = []
+        for l, h in result.ranked(metric)[: 2 * TOP]:
+            marks = " ".join(m for m, on in (("induction", result.induction[l, h]), ("prev-token", result.previous[l, h])) if on)
+            picked = "▸" if (l, h) == (layer, head) else ""
+            rows.append((picked + str(l), str(h),
+                         *(number(float(result.values[result.names.index(c), l, h])) for c in columns), marks))
+        table = rich_table(("layer", "head", *columns, "marks"), rows)
+        return _panel(_title(f"most attended tokens from the cursor, layer {layer} head {head}"), top,
+                      _title(f"heads over the whole prompt, by {metric} (m: sort by another metric)"), table)
 
     return HeavyRendering(values, fitted.scale, caption, panel, fitted.note, "after the cursor: not attended")
 
@@ -248,7 +276,7 @@ def _features(spec, result: Features, params, ctx) -> HeavyRendering:
 
 
 RENDERERS: dict[type, Callable[..., HeavyRendering]] = {
-    Lens: _lens, Attention: _attention, LayerGrid: _grid, Residual: _residual,
+    Lens: _lens, Attention: _attention, LayerGrid: _grid, Residual: _residual, HeadMetrics: _heads,
     Attribution: _attribution, Features: _features,
 }
 
