@@ -80,3 +80,57 @@ async def test_the_explorer_offers_the_heads_view_and_steps_it_without_recompute
         assert app.params["heads"] == {"metric": PATTERN_METRICS[PATTERN_METRICS.index("induction_score") + 1],
                                        "layer": 1, "head": 1}
         assert engine.results.stats.misses == misses  # metric, layer and head only select
+
+
+def test_the_panel_lists_heads_by_the_chosen_metric_with_their_marks():
+    from rich.console import Console
+
+    from token_explorer.analyses.heads import SPEC
+    from token_explorer.results import HeadMetrics, ModelInfo
+    from token_explorer.tui.findings import render_result
+
+    values = np.zeros((len(PATTERN_METRICS), 2, 3), dtype=np.float32)
+    values[PATTERN_METRICS.index("induction_score")] = [[0.1, 0.7, 0.2], [0.9, 0.0, np.nan]]
+    marked = np.zeros((2, 3), dtype=bool)
+    marked[1, 0] = True
+    rows = np.full((2, 3, 4), 0.25, dtype=np.float32)
+    result = HeadMetrics(PATTERN_METRICS, values, rows, induction=marked, previous=np.zeros((2, 3), dtype=bool))
+    assert result.ranked("induction_score") == [(1, 0), (0, 1), (0, 2), (0, 0), (1, 1), (1, 2)]
+    info = ModelInfo("m", "llama", "cpu", "float32", 2, 3, 10, None, "f", queries=True)
+    drawn = render_result(SPEC, result, {"metric": "induction_score", "layer": 0, "head": 1}, info=info,
+                          texts=["a", "b", "c", "d"], cursor=3, skip_first=False)
+    np.testing.assert_allclose(drawn.values, rows[0, 1])
+    console = Console(width=100, record=True)
+    console.print(drawn.panel(3, 100))
+    lines = [line.split() for line in console.export_text().splitlines()]
+    table = [cells for cells in lines if len(cells) >= 3 and cells[1].isdigit()]
+    assert [(c[0], c[1]) for c in table[:3]] == [("1", "0"), ("▸0", "1"), ("0", "2")]  # ▸ the picked head
+    assert table[0][2] == "ind" and table[1][2] != "ind" and table[-1][2] == "n/a"
+
+
+def test_a_configured_heads_folder_puts_its_corpus_metrics_beside(tmp_path, tiny_dirs, capsys):
+    import dataclasses
+    import json
+
+    from token_explorer.cli import main
+    from token_explorer.config import Settings
+    from token_explorer.errors import UserError
+
+    out = tmp_path / "heads"
+    assert main(["heads", "--model", str(tiny_dirs["llama"]), "--seq-len", "16", "--max-sequences", "3",
+                 "--layers", "1", "--out", str(out), "--quiet"]) == 0
+    settings = Settings()
+    settings = dataclasses.replace(settings, engine=dataclasses.replace(settings.engine, heads_folder=str(out)))
+    engine = open_engine(str(tiny_dirs["llama"]), device="cpu", settings=settings)
+    ids = engine.tokenize(TEXT)
+    engine.set_tokens(ids)
+    result = engine.analyze("heads", ids, 5, {})
+    scatter = json.loads((out / "scatter_data.json").read_text())
+    for row in scatter:
+        for i, name in enumerate(PATTERN_METRICS):
+            assert result.corpus[i, row["layer"], row["head"]] == pytest.approx(row[name], abs=1e-6)
+    assert np.isnan(result.corpus[:, 0]).all() and np.isnan(result.corpus[:, 2]).all()  # layer 1 only
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "model_name": "another"}))
+    with pytest.raises(UserError, match="written for model 'another'"):
+        engine.analyze("heads", ids, 5, {})  # the same request: the changed tree is read again (a new cache key)

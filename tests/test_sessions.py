@@ -165,3 +165,29 @@ async def test_the_session_key_opens_a_saved_session_from_the_folder(tmp_path):
         await pilot.press("enter")
         await settle(pilot)
         assert app.branch.tokens == saved and engine.snapshot().tokens == saved
+
+
+async def test_opening_a_bad_session_file_is_a_notice_and_changes_nothing(tmp_path):
+    engine = FakeEngine()
+    folder = tmp_path / "prompts" / "sessions"
+    folder.mkdir(parents=True)
+    (folder / "broken.json").write_text('{"format": "token_explorer.session/1", "model": "m"}')
+    app = make_app(make_settings(tmp_path / "prompts"), lambda progress: engine, initial_text="Once upon a time")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        before = (app.branch.tokens, app.branch_tree.to_dict())
+        await pilot.press("O")
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        errors = [n.message for n in app._notifications if n.severity == "error"]
+        assert len(errors) == 1 and "broken.json" in errors[0] and "model_fingerprint" in errors[0]
+        assert (app.branch.tokens, app.branch_tree.to_dict()) == before
+
+
+def test_a_saved_session_file_gets_the_usual_permissions(tmp_path):
+    path = tmp_path / "s.json"
+    save_session(path, small_session())
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

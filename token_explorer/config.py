@@ -93,6 +93,8 @@ class EngineSettings:
     temperature: float = _setting(1.0, _between(0.001, 1000))  # T of the energy -T logsumexp(logits / T)
     lens: bool = True  # per-layer logit lens at every step
     ig_steps: int = _setting(32, _between(1, 4096))  # integrated-gradients steps
+    heads_folder: str | None = _setting(None, _non_empty)  # a token-explorer heads --out folder: its corpus
+    # metrics shown beside the heads view's
 
 
 @dataclass(frozen=True)

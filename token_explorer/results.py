@@ -205,6 +205,8 @@ class HeadMetrics:
     rows: np.ndarray  # (L, H, cursor+1) float32 softmax weights from the cursor over positions 0..cursor
     induction: np.ndarray  # (L, H) bool: marked an induction head (see analyses.heads)
     previous: np.ndarray  # (L, H) bool: marked a previous-token head
+    corpus: np.ndarray | None = None  # (M, L, H) float32 the same metrics over a corpus (a configured
+    # token-explorer heads folder); NaN for heads it did not study; None when none is configured
 
     def colour(self, params) -> np.ndarray:
         """(cursor+1,) the chosen head's attention from the cursor."""

@@ -75,6 +75,9 @@ def save_session(path: Path, session: Session) -> None:
             f.write(body)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as a plain new file would be (mkstemp makes it private)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -13,6 +13,7 @@ import torch
 from ..errors import UserError
 from ..heads.attention import kv_head_of, scores_and_weights
 from ..heads.metrics import PATTERN_METRICS, induction_targets, pattern_means, sequence_sums
+from ..heads.readback import corpus_metrics, stamp
 from ..model.capture import AttentionMeta
 from ..results import HeadMetrics
 from . import register
@@ -36,7 +37,17 @@ def _available(info, settings) -> str | None:
     return None if info.queries else "attention queries of this model cannot be captured"
 
 
-@register(SPEC, available=_available)
+def _folder(settings) -> str | None:
+    return getattr(getattr(settings, "engine", None), "heads_folder", None)
+
+
+def _key_extra(settings, params) -> dict:
+    """The configured corpus folder's files (path, size, time): a rewritten tree is read again."""
+    folder = _folder(settings)
+    return {"corpus": stamp(folder) if folder else None}
+
+
+@register(SPEC, available=_available, key_extra=_key_extra)
 def heads(ctx: Context) -> HeadMetrics:
     """(M, L, H) metrics of every head over the prompt and (L, H, cursor+1) rows from the cursor."""
     cap = ctx.captures
@@ -63,7 +74,9 @@ def heads(ctx: Context) -> HeadMetrics:
         rows[layer] = weights[:, ctx.cursor, : ctx.cursor + 1].numpy()
         ctx.progress(layer + 1, n_layers)
     score = values[PATTERN_METRICS.index("previous_token_score")]
+    folder = _folder(ctx.settings)
+    corpus = corpus_metrics(folder, PATTERN_METRICS, ctx.info.name, n_layers, n_heads) if folder else None
     return HeadMetrics(names=PATTERN_METRICS, values=values, rows=rows,
                        induction=np.nan_to_num(induction_rows, nan=0.0) >= INDUCTION_MARK,
-                       previous=np.nan_to_num(score, nan=0.0) >= PREVIOUS_MARK)
+                       previous=np.nan_to_num(score, nan=0.0) >= PREVIOUS_MARK, corpus=corpus)
 

@@ -119,7 +119,10 @@ def _attention(spec, result: Attention, params, ctx) -> HeavyRendering:
     return HeavyRendering(values, fitted.scale, caption, panel, fitted.note, "after the cursor: not attended")
 
 
-HEAD_COLUMNS = ("previous_token_score", "induction_score", "pattern_entropy")  # always shown, besides the sort metric
+HEAD_COLUMNS = ("induction_score", "previous_token_score", "pattern_entropy")  # always shown, besides the sort metric
+HEAD_LABELS = {"self_attention_score": "self", "previous_token_score": "prev", "pattern_entropy": "entropy",
+               "qk_distance": "|q-k|", "qk_distance_variance": "|q-k| var", "induction_score": "induction",
+               "logit_std": "score sd", "top_logit_margin": "margin", "logit_z_score": "score z"}
 
 
 def _heads(spec, result: HeadMetrics, params, ctx) -> HeavyRendering:
@@ -136,13 +139,16 @@ def _heads(spec, result: HeadMetrics, params, ctx) -> HeavyRendering:
                          [(str(int(i)), texts[i] if i < len(texts) else "?", f"{values[i]:.4f}") for i in order], (1,))
         rows = []
         for l, h in result.ranked(metric)[: 2 * TOP]:
-            marks = " ".join(m for m, on in (("induction", result.induction[l, h]), ("prev-token", result.previous[l, h])) if on)
+            marks = " ".join(m for m, on in (("ind", result.induction[l, h]), ("prev", result.previous[l, h])) if on)
             picked = "▸" if (l, h) == (layer, head) else ""
-            rows.append((picked + str(l), str(h),
-                         *(number(float(result.values[result.names.index(c), l, h])) for c in columns), marks))
-        table = rich_table(("layer", "head", *columns, "marks"), rows)
-        return _panel(_title(f"most attended tokens from the cursor, layer {layer} head {head}"), top,
-                      _title(f"heads over the whole prompt, by {metric} (m: sort by another metric)"), table)
+            corpus = () if result.corpus is None else (number(float(result.corpus[result.names.index(metric), l, h])),)
+            rows.append((picked + str(l), str(h), marks, *(number(float(result.values[result.names.index(c), l, h]))
+                                                            for c in columns), *corpus))
+        beside = () if result.corpus is None else (f"{HEAD_LABELS.get(metric, metric)} (corpus)",)
+        table = rich_table(("layer", "head", "marks", *(HEAD_LABELS.get(c, c) for c in columns), *beside), rows)
+        return _panel(_title(f"heads over the prompt by {metric} (m: another metric; marks: ind = induction "
+                             "head, prev = previous-token head)"), table,
+                      _title(f"most attended from the cursor, layer {layer} head {head}"), top)
 
     return HeavyRendering(values, fitted.scale, caption, panel, fitted.note, "after the cursor: not attended")
 
