@@ -43,6 +43,28 @@ def _crop_last(cache: DynamicCache, length: int) -> None:
     cache.crop(-1 if int(transformers.__version__.split(".")[0]) >= 5 else length)
 
 
+def decode_step(bare: torch.nn.Module, prompt: list[int], token: int) -> Callable[[], float]:
+    """A function that times (ms) one single-token forward of ``token`` over a KV cache of
+    ``prompt``, cropped back after each; for benchmarks that interleave decode steps with what
+    they measure, so that both see the same load."""
+    device = next(bare.parameters()).device
+    cache = DynamicCache(config=bare.config)
+    step = torch.tensor([[token]], device=device)
+    with torch.no_grad():
+        bare(torch.tensor([prompt], device=device), past_key_values=cache, use_cache=True)
+
+    def one() -> float:
+        with torch.no_grad():
+            start = time.perf_counter()
+            bare(step, past_key_values=cache, use_cache=True)
+            ms = (time.perf_counter() - start) * 1000
+        _crop_last(cache, len(prompt))
+        return ms
+
+    one()  # warm-up
+    return one
+
+
 def decode_ms(bare: torch.nn.Module, prompt: list[int], token: int, reps: int) -> float:
     """Median ms of one single-token forward of ``token`` over a KV cache of ``prompt``."""
     device = next(bare.parameters()).device

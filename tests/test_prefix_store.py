@@ -286,3 +286,22 @@ def test_a_family_outside_the_table_reuses_kv_rows_and_records(tokenizer):
         fresh.set_tokens(list(session.tokens))
         assert_same(session, fresh)
     assert sum(restored) > 5
+
+
+def test_a_crop_larger_than_the_budget_keeps_its_first_positions(tokenizer):
+    model = make_model("llama", tokenizer)
+    session = Session(model, tokenizer, top_k=20, temperature=0.7, store_mib=64)
+    ids = tokenizer("Once upon a time, there was a small town by the sea.")["input_ids"]
+    session.set_tokens(ids)
+    session.fill_lens()
+    per = session._rows(3, 4).nbytes
+    session.store.budget = 5 * per  # five positions of the fifteen a cut to three removes
+    session.set_tokens(ids[:3])
+    held = session.store.paths()
+    assert set(held) == {tuple(ids[: j + 1]) for j in range(3, 8)}
+    assert session.store.nbytes <= session.store.budget and session.store.evicted == 0
+    restored = count_restores(session)
+    session.set_tokens(ids)
+    assert restored == [5]
+    session.fill_lens()  # of the positions run again
+    assert_same(session, reference(model, tokenizer, ids))

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 import numpy as np
@@ -47,12 +48,13 @@ class Rows:
     resid: torch.Tensor | None  # (L+1, m, d), None where the session captures none
     queries: torch.Tensor | None  # (L, H, m, hd), None where the session captures none
     positions: tuple[Position, ...]  # m records
-    nbytes: int = field(default=0, init=False)  # set from the fields
 
-    def __post_init__(self) -> None:
+    @cached_property
+    def nbytes(self) -> int:
+        """Bytes of the tensors and the records' arrays."""
         tensors = [*self.keys, *self.values, self.resid, self.queries]
-        self.nbytes = sum(t.numel() * t.element_size() for t in tensors if t is not None)
-        self.nbytes += sum(_record_bytes(p) for p in self.positions)
+        size = sum(t.numel() * t.element_size() for t in tensors if t is not None)
+        return size + sum(_record_bytes(p) for p in self.positions)
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -135,8 +137,11 @@ class PrefixStore:
                     self._give(child, take(i, end))
             else:
                 same = _common(child.tokens, path, i)
+                if same < len(child.tokens) and child.rows is not None and i + same == n:
+                    child.used = tick  # the path ends inside rows held already: nothing to cut or add
+                    break
                 if same < len(child.tokens):
-                    self._split(child, same)
+                    self._split(child, same)  # copies the rows of both parts (each frees on its own)
                 if child.rows is None and i < start < i + same:
                     self._split(child, start - i)  # the part from ``start`` on gets rows next round
                 elif child.rows is None and i >= start:

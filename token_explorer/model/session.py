@@ -133,10 +133,13 @@ class Session:
             self._lens_at = None
 
     def _keep_in_store(self, keep: int) -> None:
-        """Hand the positions from ``keep`` on to the store before a crop removes them."""
+        """Hand the positions from ``keep`` on to the store before a crop removes them: as many as
+        its budget holds (the first ones: a restore needs them in order), copied only where the
+        store lacks them."""
         if self.store is None or not all(getattr(layer, "is_initialized", False) for layer in self.cache.layers):
             return
-        self.store.insert(self.tokens, keep, self._rows, self._renew)
+        fit = self.store.budget // self._rows(keep, keep + 1).nbytes  # positions the budget holds
+        self.store.insert(self.tokens[: keep + fit], keep, self._rows, self._renew)
 
     def _rows(self, lo: int, hi: int) -> Rows:
         """Copies of the rows of positions ``lo..hi``."""
