@@ -12,7 +12,6 @@ from tiny import make_model, make_tokenizer
 from token_explorer.engine import open_engine
 from token_explorer.heads.metrics import PATTERN_METRICS
 from token_explorer.heads.scan import HeadScan, ScanConfig
-from token_explorer.model.capture import install_query_capture
 from token_explorer.model.family import family_of
 from token_explorer.tui import make_app
 

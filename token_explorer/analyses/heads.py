@@ -53,7 +53,7 @@ def heads(ctx: Context) -> HeadMetrics:
     cap = ctx.captures
     assert cap is not None and cap.queries is not None
     n_layers, n_heads, m = cap.queries.shape[0], cap.queries.shape[1], cap.queries.shape[2]
-    tokens = torch.tensor(ctx.tokens[:m])  # (m,)
+    tokens = torch.tensor(ctx.tokens[:m], device=cap.queries.device)  # (m,)
     targets = induction_targets(tokens)  # (m, m)
     with_copy = targets.any(-1)  # (m,) rows that have an earlier copy of their token
     values = np.full((len(PATTERN_METRICS), n_layers, n_heads), np.nan, dtype=np.float32)
@@ -66,12 +66,12 @@ def heads(ctx: Context) -> HeadMetrics:
         kv = kv_head_of(range(n_heads), n_heads, keys.keys.shape[0])
         meta = AttentionMeta(keys.scaling, keys.softcap, keys.sliding_window)
         scores, weights, seen = scores_and_weights(cap.queries[layer].float(), keys.keys[kv, :m].float(), meta)
-        means = pattern_means(sequence_sums(weights, scores, seen, tokens))
+        means = pattern_means(sequence_sums(weights, scores, seen, tokens, targets))
         for i, name in enumerate(PATTERN_METRICS):
             values[i, layer] = means[name]
         if bool(with_copy.any()):
-            induction_rows[layer] = (weights * targets).sum(-1)[:, with_copy].mean(-1).numpy()
-        rows[layer] = weights[:, ctx.cursor, : ctx.cursor + 1].numpy()
+            induction_rows[layer] = (weights * targets).sum(-1)[:, with_copy].mean(-1).cpu().numpy()
+        rows[layer] = weights[:, ctx.cursor, : ctx.cursor + 1].cpu().numpy()
         ctx.progress(layer + 1, n_layers)
     score = values[PATTERN_METRICS.index("previous_token_score")]
     folder = _folder(ctx.settings)

@@ -21,14 +21,19 @@ class DistanceHistogram:
     def __init__(self, n_heads: int, edges: np.ndarray) -> None:
         self.edges = edges
         self.mass = torch.zeros(n_heads, len(edges) - 1, dtype=torch.float64)  # (n, bins)
+        self._bins: dict[int, torch.Tensor] = {}  # sequence length -> (T*T,) bin of each (q, k)
+
+    def bins(self, t: int) -> torch.Tensor:
+        """(T*T,) the bin of |q - k| for each flat (q, k) of a T-token sequence."""
+        if t not in self._bins:
+            pos = torch.arange(t)
+            dist = (pos[:, None] - pos[None, :]).abs().flatten()  # (T*T,)
+            self._bins[t] = torch.bucketize(dist, torch.tensor(self.edges[1:-1], dtype=torch.int64), right=True)
+        return self._bins[t]
 
     def add(self, rows: slice, weights: torch.Tensor) -> None:
         """Add one sequence's ``weights`` (h, T, T) for the heads at ``rows``."""
-        t = weights.shape[-1]
-        pos = torch.arange(t)
-        dist = (pos[:, None] - pos[None, :]).abs().flatten()  # (T*T,)
-        inner = torch.tensor(self.edges[1:-1], dtype=torch.int64)
-        bins = torch.bucketize(dist, inner, right=True)  # (T*T,) in 0..bins-1
+        bins = self.bins(weights.shape[-1])
         self.mass[rows].scatter_add_(1, bins.expand(weights.shape[0], -1), weights.double().flatten(1).cpu())
 
     def fractions(self, index: int) -> np.ndarray:

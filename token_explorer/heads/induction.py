@@ -26,5 +26,5 @@ def repeated_random_tokens(vocab_size: int, length: int, seed: int, bos: int | N
 
 def induction_scores(weights: torch.Tensor, offset: int, length: int) -> torch.Tensor:
     """(h,) mean over i in 0..length-1 of weights[offset + length + i, offset + i + 1] (h, T, T)."""
-    i = torch.arange(length)
+    i = torch.arange(length, device=weights.device)
     return weights[:, offset + length + i, offset + i + 1].double().mean(-1)

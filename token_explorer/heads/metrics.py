@@ -55,52 +55,56 @@ def induction_targets(tokens: torch.Tensor) -> torch.Tensor:
 
 
 def row_entropy_bits(weights: torch.Tensor) -> torch.Tensor:
-    """(..., T) rows -> (...,) float64 Shannon entropy in bits (0 log 0 = 0)."""
-    p = weights.double()
-    return -(p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum(-1) / LN2
+    """(..., T) rows -> (...,) Shannon entropy in bits (0 log 0 = 0), in the rows' dtype."""
+    return torch.special.entr(weights).sum(-1) / LN2
 
 
 def score_rows(scores: torch.Tensor, seen: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per-row statistics of pre-softmax ``scores`` (h, T, T) over the keys each row sees (``seen``
-    (T, T)): name -> ((h,) sum over the rows where defined, (h,) number of those rows).
+    (T, T)): name -> ((h,) float64 sum over the rows where defined, (h,) number of those rows).
 
     std is the population standard deviation; std and margin need two visible keys, z a non-zero std.
     """
-    s = scores.double()
-    n = seen.sum(-1).double()  # (T,) keys each row sees
+    n = seen.sum(-1).to(scores.dtype)  # (T,) keys each row sees
     enough = n >= 2  # (T,)
-    finite = torch.where(seen, s, torch.zeros_like(s))  # (h, T, T)
+    zero = scores.new_zeros(())
+    finite = torch.where(seen, scores, zero)  # (h, T, T)
     mean = finite.sum(-1) / n  # (h, T)
-    var = (torch.where(seen, s - mean[..., None], torch.zeros_like(s)) ** 2).sum(-1) / n  # (h, T)
+    var = torch.where(seen, scores - mean[..., None], zero).square().sum(-1) / n  # (h, T)
     std = var.sqrt()
-    top = s.topk(min(2, s.shape[-1]), dim=-1).values  # (h, T, 2); -inf beyond what a row sees
-    margin = torch.where(enough, top[..., 0] - top[..., -1], torch.zeros_like(mean))
+    top = scores.topk(min(2, scores.shape[-1]), dim=-1).values  # (h, T, 2); -inf beyond what a row sees
+    margin = torch.where(enough, top[..., 0] - top[..., -1], zero)
     has_z = enough & (std > 0)
-    z = torch.where(has_z, (top[..., 0] - mean) / torch.where(has_z, std, torch.ones_like(std)), torch.zeros_like(std))
-    rows = enough.double().sum().expand(s.shape[0])
-    return {"logit_std": (torch.where(enough, std, torch.zeros_like(std)).sum(-1), rows),
-            "logit_margin": (margin.sum(-1), rows),
-            "logit_z": (z.sum(-1), has_z.double().sum(-1))}
+    z = torch.where(has_z, (top[..., 0] - mean) / torch.where(has_z, std, torch.ones_like(std)), zero)
+    rows = enough.double().sum().expand(scores.shape[0])
+    return {"logit_std": (torch.where(enough, std, zero).double().sum(-1), rows),
+            "logit_margin": (margin.double().sum(-1), rows),
+            "logit_z": (z.double().sum(-1), has_z.double().sum(-1))}
 
 
-def sequence_sums(weights: torch.Tensor, scores: torch.Tensor, seen: torch.Tensor,
-                  tokens: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def sequence_sums(weights: torch.Tensor, scores: torch.Tensor, seen: torch.Tensor, tokens: torch.Tensor,
+                  targets: torch.Tensor | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Every running sum of one sequence: name -> ((h,) float64 sum, (h,) float64 count).
 
-    ``weights``, ``scores``: (h, T, T); ``seen``: (T, T) bool; ``tokens``: (T,) ids.
+    ``weights``, ``scores``: (h, T, T); ``seen``: (T, T) bool; ``tokens``: (T,) ids; ``targets``:
+    ``induction_targets(tokens)`` when the caller has it already. Sums are taken in the patterns'
+    dtype and added up in float64.
     """
-    w = weights.double()
+    w = weights
     h, t = w.shape[0], w.shape[-1]
     rows = torch.full((h,), float(t), dtype=torch.float64, device=w.device)
-    pos = torch.arange(t, device=w.device, dtype=torch.float64)
+    pos = torch.arange(t, device=w.device, dtype=w.dtype)
     dist = (pos[:, None] - pos[None, :]).abs()  # (T, T)
+    targets = induction_targets(tokens) if targets is None else targets
+    per_pair = torch.stack([dist, dist.square(), targets.to(w.dtype)])  # (3, T, T)
+    paired = torch.einsum("hqk,cqk->ch", w, per_pair).double()  # (3, h)
     out = {
-        "diagonal": (w.diagonal(dim1=-2, dim2=-1).sum(-1), rows),
-        "previous": (w.diagonal(offset=-1, dim1=-2, dim2=-1).sum(-1), rows - 1),
-        "entropy": (row_entropy_bits(w).sum(-1), rows),
-        "distance": ((w * dist).sum((-2, -1)), rows),
-        "distance_sq": ((w * dist**2).sum((-2, -1)), rows),
-        "induction": ((w * induction_targets(tokens)).sum((-2, -1)), rows),
+        "diagonal": (w.diagonal(dim1=-2, dim2=-1).sum(-1).double(), rows),
+        "previous": (w.diagonal(offset=-1, dim1=-2, dim2=-1).sum(-1).double(), rows - 1),
+        "entropy": (row_entropy_bits(w).sum(-1).double(), rows),
+        "distance": (paired[0], rows),
+        "distance_sq": (paired[1], rows),
+        "induction": (paired[2], rows),
     }
     out.update(score_rows(scores, seen))
     return out

@@ -15,7 +15,7 @@ from .attention import layer_pattern, record_sequence
 from .deciles import Pick, SequenceReservoir, pick_by_interval, sparse_attention
 from .histograms import DistanceHistogram, distance_edges
 from .induction import induction_scores, repeated_random_tokens
-from .metrics import MetricSums, sequence_sums
+from .metrics import MetricSums, induction_targets, sequence_sums
 from .pca import TripleReservoir
 from .tally import TokenTally
 from .triples import max_activation, row_peaks
@@ -83,11 +83,14 @@ class HeadScan:
         rec = record_sequence(self.model, self.family, ids)
         c = self.config
         tokens = torch.tensor(list(ids))  # (T,)
+        targets = None
         maxima = torch.zeros(len(self.studied))
         for layer, heads in self.heads.items():
             p = layer_pattern(rec, layer, heads)
             rows = self.rows[layer]
-            self.sums.add(rows, sequence_sums(p.weights, p.scores, p.seen, tokens.to(p.weights.device)))
+            if targets is None:
+                targets = induction_targets(tokens.to(p.weights.device))  # (T, T), the same in every layer
+            self.sums.add(rows, sequence_sums(p.weights, p.scores, p.seen, tokens, targets))
             self.histogram.add(rows, p.weights)
             q, k, w = row_peaks(p.weights, p.seen)
             self.tally.add(rows, tokens, q, k, w)
