@@ -29,3 +29,14 @@ def test_bundled_model_steps_like_a_full_recompute():
         np.testing.assert_array_equal(pos.lens.top_ids[-1], pos.top_ids)
     # a real model is confident about the comma after "Once upon a time"
     assert engine.token_texts([int(snap.positions[3].top_ids[0])]) == [","]
+
+
+def test_integrated_gradients_converge_on_the_bundled_model():
+    """The case that did not converge with the straight path from the mean embedding (a 50% gap
+    after 512 points): the first token's hidden state switches sharply along that path."""
+    engine = open_engine("bundled", device="cpu")
+    ids = engine.tokenize("Once upon a time, there was a")
+    for cursor in (3, len(ids) - 1):
+        done = engine.analyze("attribution", ids, cursor, {"method": "integrated_gradients"}).completeness
+        assert done.converged, done
+        assert abs(done.gap) <= 0.05 * abs(done.f_input - done.f_baseline)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from token_explorer.engine import Engine, open_engine
 from token_explorer.errors import UserError
+from token_explorer.model.session import FILL_BATCH
 from token_explorer.sampling import SamplingParams, process
 
 TEXT = "Once upon a time, there was a café ✓"
@@ -181,6 +183,38 @@ def test_bad_prompts_are_user_errors(engine):
     with pytest.raises(UserError, match="vocabulary"):
         engine.append(10**6)
     assert engine.snapshot().tokens == (5,), "a failed step leaves the prompt as it was"
+
+
+def test_a_fill_takes_the_lock_one_batch_at_a_time(engine, tiny_dir):
+    """A step or an analysis waits for one batch of the lens fill, never for the whole fill: between
+    batches another thread can take the engine's lock; the records equal those of a fresh fill."""
+    ids = engine.tokenize(TEXT * 3)
+    engine.set_tokens(ids)
+    free: list[bool] = []
+
+    def other_thread_takes_the_lock() -> bool:
+        def attempt() -> None:
+            got = engine._lock.acquire(blocking=False)
+            if got:
+                engine._lock.release()
+            free.append(got)
+
+        thread = threading.Thread(target=attempt)
+        thread.start()
+        thread.join()
+        return False  # not cancelled
+
+    chunked = engine.fill_lens(other_thread_takes_the_lock)
+    batches = -(-len(ids) // FILL_BATCH)
+    assert sum(free) >= batches, (sum(free), batches)
+    fresh = open_engine(str(tiny_dir), device="cpu", top_k=20, temperature=0.7)
+    fresh.set_tokens(ids)
+    whole = fresh.fill_lens()
+    for a, b in zip(chunked.positions, whole.positions):
+        np.testing.assert_array_equal(a.lens.top_ids, b.lens.top_ids)
+        np.testing.assert_allclose(a.lens.entropy_bits, b.lens.entropy_bits, atol=1e-5)
+        if a.index:
+            np.testing.assert_allclose(a.lens.token_prob, b.lens.token_prob, atol=1e-6)
 
 
 def test_steps_defer_the_lens_and_filling_after_each_step_equals_one_fill(engine):

@@ -274,8 +274,12 @@ def test_integrated_gradients_adds_up_to_the_true_difference(tiny_dirs, family, 
             "token": embed(model, [baseline_token(model)] * cursor)}[baseline]
     f_input = float(log_prob(model, embeds[None], ids[cursor])[0])
     f_base = float(log_prob(model, base[None], ids[cursor])[0])
+    first = base.clone()
+    first[0] = embeds[0]  # the end of the path's first leg: only the first token moved
+    f_first = float(log_prob(model, first[None], ids[cursor])[0])
     result = engine.analyze("attribution", ids, cursor, {"method": "integrated_gradients", "baseline": baseline})
     done = result.completeness
+    assert result.scores[0] == pytest.approx(f_first - f_base, abs=1e-4)  # the first leg is exact
     assert done.f_input == pytest.approx(f_input, abs=1e-4)
     assert done.f_baseline == pytest.approx(f_base, abs=1e-4)
     assert done.total == pytest.approx(float(np.nansum(result.scores, dtype=np.float64)), abs=1e-4)

@@ -10,6 +10,7 @@ from rich.console import Console
 from textual import events
 
 from fake_engine import BOS, MARKUP, FakeEngine, hammer, make_settings, screen_text, settle
+from token_explorer.analyses.declare import Spec
 from token_explorer.errors import UserError
 from token_explorer.prompts import save_prompt
 from token_explorer.tui import make_app
@@ -259,6 +260,29 @@ async def test_help_lists_every_command_from_the_table(tmp_path):
             await pilot.press("escape")
             await pilot.pause()
             assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_help_lists_views_declared_only_through_the_analyses(tmp_path):
+    """A newcomer's analysis (declared, not in the built-in view list) appears in the help's views."""
+    extra = Spec("norms", "token norms", 1, params=(), reads="prompt", at_cursor=False, scale="fitted", unit="")
+
+    class Newcomer(FakeEngine):
+        def specs(self):
+            return {**super().specs(), "norms": extra}
+
+        def analyses(self):
+            return {**super().analyses(), "norms": None}
+
+    app, _ = app_with(tmp_path, engine=Newcomer())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        console = Console(width=120, record=True, color_system=None)
+        console.print(app.screen.views_table())
+        lines = [line.split() for line in console.export_text().splitlines()]
+        assert ["token", "norms", "available"] in lines
 
 
 async def test_open_loads_saved_ids_or_retokenises_for_another_model(tmp_path):

@@ -31,7 +31,7 @@ from .errors import Cancelled, UserError
 from .model import captures as capturing
 from .model.family import sizes
 from .model.loading import Loaded, Progress, load_model
-from .model.session import Session
+from .model.session import FILL_BATCH, Session
 from .results import ModelInfo, Snapshot
 from .sampling import SamplingParams, choose, eos_token_ids, process, whitespace_token_ids
 from .tokens import piece_text
@@ -140,15 +140,19 @@ class Engine:
     def fill_lens(self, cancelled: Callable[[], bool] | None = None) -> Snapshot:
         """Compute the per-layer lens records that steps and prefills leave out; the snapshot with
         them. ``cancelled`` is polled every few positions: when it returns True the fill stops with
-        ``Cancelled``, keeping the records done so far."""
+        ``Cancelled``, keeping the records done so far. The lock is taken for one batch of
+        positions at a time, so a step (or an analysis copying its captures) waits for at most
+        one batch, never for the whole fill; the fill then goes on with whatever prompt is current."""
 
         def check() -> None:
             if cancelled is not None and cancelled():
                 raise Cancelled()
 
-        with self._lock:
-            self.session.fill_lens(check)
-            return self.snapshot()
+        while True:
+            check()
+            with self._lock:
+                if self.session.fill_lens(check, limit=FILL_BATCH):
+                    return self.snapshot()
 
     def sample(self, params: SamplingParams | None = None, *, step: int = 0, seed: int | None = None) -> int:
         """Draw the next token with the sampler of ``sampling.py`` (the one ``trace`` uses): the

@@ -271,13 +271,15 @@ class Session:
         self.tokens.extend(chunk)
         self._last_logits = logits[-1]
 
-    def fill_lens(self, check: Callable[[], None] = lambda: None) -> None:
+    def fill_lens(self, check: Callable[[], None] = lambda: None, limit: int | None = None) -> bool:
         """Compute the lens records that steps and prefills left out (each once); ``check`` runs
         between batches and may raise to stop, keeping what is done. After a step this is one
-        position, scored with the lens of the position before it, kept from the previous fill."""
+        position, scored with the lens of the position before it, kept from the previous fill.
+        With ``limit``, stops after the batch that reaches that many positions; True when no
+        record lacks its lens any more."""
         if not self.lens_on:
-            return
-        i, n = 0, len(self.positions)
+            return True
+        i, n, filled = 0, len(self.positions), 0
         while i < n:
             if self.positions[i].lens is not None:
                 i += 1
@@ -298,7 +300,11 @@ class Session:
                 stats, prev = self._lens_range(start, self.tokens, prev, end)
                 for j, lens in enumerate(stats, start):
                     self.positions[j] = dataclasses.replace(self.positions[j], lens=lens)
+                filled += end - start
+                if limit is not None and filled >= limit:
+                    return all(p.lens is not None for p in self.positions[end:])
             i = stop
+        return True
 
     def _lens_batch(self) -> int:
         layers = self.resid.view().shape[0]

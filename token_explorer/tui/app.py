@@ -1351,7 +1351,7 @@ class TokenExplorerApp(App):
     # ------------------------------------------------------------ actions: app
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(self.keymap, self.analyses))
+        self.push_screen(HelpScreen(self.keymap, self.analyses, self.views))
 
     async def action_quit(self) -> None:
         """Quit; the return code is 1 when the model failed to load."""

@@ -225,6 +225,8 @@ def completeness_line(result: Attribution, texts_of: Callable[[int], str]) -> Te
                     Style(bold=True, color="red"))
     if done.baseline_token is not None:
         line.append(f"; baseline: {base} at every position")
+    line.append("; path: the first token moves first (its score is that exact change of f), then the others "
+                "together in a straight line")
     return line
 
 

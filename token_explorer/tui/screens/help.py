@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from rich.style import Style
 from rich.table import Table
@@ -14,7 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from ..bindings import COMMANDS, keys_of
-from ..views import VIEWS, unavailable_reason
+from ..views import VIEWS, View, unavailable_reason
 
 
 class HelpScreen(ModalScreen[None]):
@@ -38,10 +38,12 @@ class HelpScreen(ModalScreen[None]):
     HelpScreen Static { width: 100%; }
     """
 
-    def __init__(self, keymap: Mapping[str, str], analyses: Mapping[str, str | None]) -> None:
+    def __init__(self, keymap: Mapping[str, str], analyses: Mapping[str, str | None],
+                 views: Sequence[View] = VIEWS) -> None:
         super().__init__()
         self.keymap = keymap
         self.analyses = analyses
+        self.views = views  # the built-in views and those added through the analyses' declarations
 
     def compose(self) -> ComposeResult:
         scroll = VerticalScroll(id="help-scroll")
@@ -73,7 +75,7 @@ class HelpScreen(ModalScreen[None]):
         table = Table(box=None, expand=True, show_header=True, padding=(0, 1), title=Text("views (e / E cycle)", style=Style(bold=True)), title_justify="left")
         table.add_column(Text("view"), no_wrap=True)
         table.add_column(Text("status"))
-        for view in VIEWS:
+        for view in self.views:
             reason = unavailable_reason(view, self.analyses)
             status = Text("available") if reason is None else Text(f"unavailable: {reason}", style=Style(dim=True))
             table.add_row(Text(view.title), status)
