@@ -215,3 +215,16 @@ def test_pca3_projects_onto_the_principal_axes():
     assert var[0] > var[1] > var[2]
     np.testing.assert_allclose(coords.sum(0), 0, atol=1e-9)
     assert np.allclose(pca3(x[:2])[:, 1:], 0)  # two points: one axis
+
+
+def test_distance_variance_keeps_float64_precision_on_long_sequences():
+    t = 256
+    _, w, seen = causal_pattern(2, t, seed=7)
+    sums = MetricSums(2)
+    sums.add(slice(0, 2), sequence_sums(w, torch.log(w), seen, torch.arange(t)))
+    d = np.abs(np.subtract.outer(np.arange(t), np.arange(t))).astype(np.float64)
+    w64 = w.numpy().astype(np.float64)
+    mean = (w64 * d).sum((1, 2)) / t
+    var = (w64 * d**2).sum((1, 2)) / t - mean**2
+    np.testing.assert_allclose(sums.means()["qk_distance"], mean, rtol=1e-9)
+    np.testing.assert_allclose(sums.means()["qk_distance_variance"], var, rtol=1e-9)

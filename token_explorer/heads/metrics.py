@@ -87,17 +87,17 @@ def sequence_sums(weights: torch.Tensor, scores: torch.Tensor, seen: torch.Tenso
     """Every running sum of one sequence: name -> ((h,) float64 sum, (h,) float64 count).
 
     ``weights``, ``scores``: (h, T, T); ``seen``: (T, T) bool; ``tokens``: (T,) ids; ``targets``:
-    ``induction_targets(tokens)`` when the caller has it already. Sums are taken in the patterns'
-    dtype and added up in float64.
+    ``induction_targets(tokens)`` when the caller has it already. Distance sums are taken in float64,
+    the others in the patterns' dtype, and all are added up in float64.
     """
     w = weights
     h, t = w.shape[0], w.shape[-1]
     rows = torch.full((h,), float(t), dtype=torch.float64, device=w.device)
-    pos = torch.arange(t, device=w.device, dtype=w.dtype)
+    pos = torch.arange(t, device=w.device, dtype=torch.float64)
     dist = (pos[:, None] - pos[None, :]).abs()  # (T, T)
     targets = induction_targets(tokens) if targets is None else targets
-    per_pair = torch.stack([dist, dist.square(), targets.to(w.dtype)])  # (3, T, T)
-    paired = torch.einsum("hqk,cqk->ch", w, per_pair).double()  # (3, h)
+    per_pair = torch.stack([dist, dist.square(), targets.double()])  # (3, T, T)
+    paired = torch.einsum("hqk,cqk->ch", w.double(), per_pair)  # (3, h) float64: distances² reach T², summed over T² pairs
     out = {
         "diagonal": (w.diagonal(dim1=-2, dim2=-1).sum(-1).double(), rows),
         "previous": (w.diagonal(offset=-1, dim1=-2, dim2=-1).sum(-1).double(), rows - 1),
