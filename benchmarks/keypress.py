@@ -22,6 +22,9 @@ Results, per prompt length (32, 128, 512, 1024 tokens), medians of several press
   table_move      `j` / `k` until the highlighted row moved
   cursor_move     `[` / `]` until the cursor moved
   view_switch     `e` / `E` between the plain and probability views until the prompt is recoloured
+The engine's prefix store is off, so each append runs its single-token forward (with it on, the
+append after a pop would copy the rows it stored back instead), and the explorer's memory of view
+results is emptied before each append in the lens view, so the view is computed for the new token.
 Appends are printed as ratios to decode, the others in ms (the targets: append with its table within
 1.3x decode, the lens view within 1.8x, the others within 16 ms). The last line is a summary.
 
@@ -46,9 +49,11 @@ from collections.abc import Callable
 
 from baseline import bare_model, decode_ms, prompt_ids
 
+from token_explorer.cache import ResultCache
 from token_explorer.config import Settings
 from token_explorer.engine import Engine, open_engine
 from token_explorer.tui import make_app
+from token_explorer.tui.state import LRU
 from token_explorer.tui.widgets.candidates import Candidates
 
 COLS, ROWS = 120, 40
@@ -125,6 +130,12 @@ def view_shows(app, n: int) -> bool:
     return table_shows(app, n) and app._view_key() in app._view_cache
 
 
+def forget_views(app, engine: Engine) -> None:
+    """Empty the explorer's and the engine's memories of view results (the app is idle)."""
+    app.call_from_thread(setattr, app, "_view_cache", LRU(app.settings.display.cache_size))
+    engine.results = ResultCache(None, memory_items=engine.settings.display.cache_size, disk_limit_mb=0)
+
+
 def measure_length(engine: Engine, ids: list[int], reps: int) -> dict[str, float]:
     n = len(ids)
     master, slave = pty.openpty()
@@ -167,6 +178,7 @@ def measure_length(engine: Engine, ids: list[int], reps: int) -> dict[str, float
             os.write(master, b"p")  # the logit-lens view
             probe.wait(lambda a: a.view_id == "lens" and view_shows(a, n))
             for _ in range(reps):
+                forget_views(app, engine)
                 view, table = probe.press(b"l", lambda a: view_shows(a, n + 1), early=lambda a: table_shows(a, n + 1))
                 rows["append_lens"].append(view)
                 rows["append_lens_table"].append(table)
@@ -200,7 +212,10 @@ def main() -> None:
     args = parser.parse_args()
     lengths = [int(x) for x in args.lengths.split(",")]
     os.environ["TERM"] = "xterm-256color"
-    engine = open_engine("bundled", settings=Settings().with_overrides("cache", disk_limit_mb=0))
+    # the prefix store off: every append runs its forward (with it, re-appending the token just popped
+    # is a copy of the stored rows, and the benchmark would time that instead of a step)
+    engine = open_engine("bundled", settings=Settings().with_overrides("cache", disk_limit_mb=0)
+                         .with_overrides("store", budget_mib=0))
     bare = bare_model()
     out = os.fdopen(os.dup(1), "w", buffering=1)
     print(f"torch threads {__import__('torch').get_num_threads()}; terminal {COLS}x{ROWS}; medians of {args.reps}",

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from rich import box
-from rich.console import RenderableType
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+from rich.measure import Measurement
+from rich.segment import Segment
 from rich.style import Style
 from rich.table import Table as RichTable
 from rich.text import Text
@@ -209,8 +211,31 @@ def candidate_cells(p: Position, cand_texts: Sequence[str], rows: int, show_z: b
 # ---------------------------------------------------------------- heatmap
 
 
+class Drawn:
+    """Lines of segments drawn once: Rich and Textual measure and paint it without laying it out
+    again (a ``Text`` of thousands of one-cell spans, or a ``Table`` of padded cells, is rendered
+    anew for every measurement, height and paint of every frame). Never wraps: a panel holding it
+    scrolls sideways instead.
+    """
+
+    def __init__(self, lines: list[list[Segment]]) -> None:
+        self.lines = lines
+        self.width = max((Segment.get_line_length(line) for line in lines), default=0)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        for line in self.lines:
+            yield from line
+            yield Segment.line()
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement(self.width, self.width)
+
+
+_PAINTER = Console(width=1000, color_system=None, legacy_windows=False, force_terminal=False)
+
+
 def grid_heatmap(grid: np.ndarray, title: str, rows_label: Sequence[str], cursor: int, width: int,
-                 scale: Scale, note: str = "") -> Text:
+                 scale: Scale, note: str = "") -> Drawn:
     """A rows × positions heatmap, one cell per token, a window of columns around the cursor.
 
     The first line names what it shows; the second labels the columns with token positions (a
@@ -222,40 +247,39 @@ def grid_heatmap(grid: np.ndarray, title: str, rows_label: Sequence[str], cursor
     cols = max(1, width - label_w - 1)
     start = 0 if n <= cols else min(max(cursor - cols // 2, 0), n - cols)
     stop = min(n, start + cols)
-    text = Text(no_wrap=True, overflow="crop", end="")
-    text.append(title, Style(bold=True))
-    text.append(f"  colour {_number(scale.lo, scale.unit)} … {_number(scale.hi, scale.unit)}")
+    head = [Segment(title, Style(bold=True)),
+            Segment(f"  colour {_number(scale.lo, scale.unit)} … {_number(scale.hi, scale.unit)}")]
     if note:
-        text.append(f" ({note})")
-    text.append("\n" + " " * (label_w + 1))
+        head.append(Segment(f" ({note})"))
     ticks = [" "] * (stop - start)
     for c in range(start, stop):
         if c % 10 == 0 or c == cursor:
             label = "^" if c == cursor else str(c)
             if all(t == " " for t in ticks[c - start : c - start + len(label)]):
                 ticks[c - start : c - start + len(label)] = list(label)
-    text.append("".join(ticks)[: stop - start] + "\n")
+    lines = [head, [Segment(" " * (label_w + 1) + "".join(ticks)[: stop - start])]]
+    underline = Style(underline=True)
     for r in range(rows):
-        text.append(f"{rows_label[r]:>{label_w}} ")
+        line = [Segment(f"{rows_label[r]:>{label_w}} ")]
         for c in range(start, stop):
             v = grid[r, c] if c < n else math.nan
             style = scale.style(float(v))
             if c == cursor:
-                style = style + Style(underline=True)
-            text.append("▪" if not math.isfinite(v) else " ", style)
-        if r < rows - 1:
-            text.append("\n")
-    return text
+                style = style + underline
+            line.append(Segment("▪" if not math.isfinite(v) else " ", style))
+        lines.append(line)
+    return Drawn(lines)
 
 
-def rich_table(columns: Sequence[str], rows: Sequence[Sequence[str]], token_cols: Sequence[int] = ()) -> RichTable:
-    """A detail table; cells of ``token_cols`` show their whitespace."""
+def rich_table(columns: Sequence[str], rows: Sequence[Sequence[str]], token_cols: Sequence[int] = ()) -> Drawn:
+    """A detail table, drawn once at its natural width; cells of ``token_cols`` show their whitespace."""
     out = RichTable(expand=False, padding=(0, 1), box=box.SIMPLE_HEAD)
     for col in columns:
         out.add_column(Text(col), no_wrap=True)
     for row in rows:
         out.add_row(*(Text(shown(str(cell), spaces=j in token_cols)) for j, cell in enumerate(row)))
-    return out
+    width = Measurement.get(_PAINTER, _PAINTER.options, out).maximum
+    return Drawn(_PAINTER.render_lines(out, _PAINTER.options.update(width=width), pad=False))
 
 
 def number(x: float, digits: int = 4) -> str:
