@@ -493,8 +493,12 @@ async def test_selection_made_while_switching_branches_is_kept(tmp_path):
         await pilot.press("l")
         await settle(pilot)
         await hammer(app, "w", 1)  # back to branch 1: the engine syncs to it meanwhile
-        await hammer(app, "j", 2)
+        for _ in range(200):  # the switch's engine job has started (the key may still be queued)
+            if app.busy:
+                break
+            await pilot.pause(0.002)
         assert app.busy
+        await hammer(app, "j", 2)  # arrive while the 0.2 s sync runs
         await settle(pilot)
         assert app.query_one(Candidates).selected == 2
         tokens = app.branch.tokens
