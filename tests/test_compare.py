@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from fake_engine import BOS, FakeEngine, make_settings, screen_text, settle
-from token_explorer.compare import common_prefix, compare
+from token_explorer.compare import compare
+from token_explorer.prefix import common_prefix
 from token_explorer.tui import make_app
 from token_explorer.tui.screens.compare import CompareScreen
 

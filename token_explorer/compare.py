@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .prefix import common_prefix
 from .results import Snapshot
 
 
@@ -55,16 +56,6 @@ def _first(c: Continuation) -> tuple[int, float] | None:
     if not c.ids or c.probs[0] is None or c.ranks[0] is None:
         return None
     return c.ranks[0], c.probs[0]
-
-
-def common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
-    """Length of the longest common prefix of two token paths."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def compare(a: Snapshot, b: Snapshot) -> Comparison:

@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from ..prefix import common_prefix
 from ..results import Position
 
 
@@ -136,7 +137,7 @@ class PrefixStore:
                 if i >= start:
                     self._give(child, take(i, end))
             else:
-                same = _common(child.tokens, path, i)
+                same = common_prefix(child.tokens, itertools.islice(path, i, None))
                 if same < len(child.tokens) and child.rows is not None and i + same == n:
                     child.used = tick  # the path ends inside rows held already: nothing to cut or add
                     break
@@ -163,7 +164,7 @@ class PrefixStore:
             child = node.children.get(path[i])
             if child is None:
                 break
-            same = _common(child.tokens, path, i)
+            same = common_prefix(child.tokens, itertools.islice(path, i, None))
             end = i + same
             if end > start:
                 if child.rows is None:
@@ -254,11 +255,3 @@ class PrefixStore:
             parent = node.parent
             del parent.children[node.tokens[0]]
             node = parent
-
-
-def _common(tokens: tuple[int, ...], path: Sequence[int], at: int) -> int:
-    """How many of ``tokens`` equal ``path[at:]`` from the start."""
-    same, limit = 0, min(len(tokens), len(path) - at)
-    while same < limit and tokens[same] == path[at + same]:
-        same += 1
-    return same

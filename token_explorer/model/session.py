@@ -27,6 +27,7 @@ from .buffer import GrowBuffer
 from .capture import AttentionMeta, install_query_capture, recording
 from .family import Family, family_of, sizes
 from .kv_cache import GrowingLayer, keep_prefix, make_cache, reserve
+from ..prefix import common_prefix
 from .prefix_store import PrefixStore, Rows
 from .unembed import Unembed
 from .vocab import Vocab
@@ -73,11 +74,7 @@ class Session:
         if not ids:
             raise UserError("the prompt is empty: give at least one token")
         self._check_ids(ids)
-        keep = 0
-        for old, new in zip(self.tokens, ids):
-            if old != new:
-                break
-            keep += 1
+        keep = common_prefix(self.tokens, ids)
         if keep == len(ids) == len(self.tokens):
             return
         self._truncate(keep)

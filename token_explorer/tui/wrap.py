@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 from rich.cells import cell_len
 
+from token_explorer.prefix import common_prefix
+
 from .render import shown
 
 NEWLINE = "↵"
@@ -34,7 +36,7 @@ class Wrap:
     def sync(self, texts: Sequence[str]) -> tuple[int, int]:
         """Make the wrap hold ``texts``; returns the range of lines that changed, ``[lo, hi)``."""
         old = len(self.texts)
-        keep = old if len(texts) >= old and list(texts[:old]) == self.texts else _common_prefix(texts, self.texts)
+        keep = old if len(texts) >= old and list(texts[:old]) == self.texts else common_prefix(texts, self.texts)
         if keep == old and len(texts) == old:
             return 0, 0
         lo = self.ends[keep - 1][0] if keep else 0
@@ -99,13 +101,6 @@ class Wrap:
         self.ends.append((line, col))
 
 
-def _common_prefix(a: Sequence[str], b: Sequence[str]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _split_cells(text: str, cells: int) -> tuple[str, str]:
