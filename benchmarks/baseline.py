@@ -79,3 +79,15 @@ def decode_ms(bare: torch.nn.Module, prompt: list[int], token: int, reps: int) -
             times.append((time.perf_counter() - start) * 1000)
             _crop_last(cache, len(prompt))
     return statistics.median(times[1:])  # the first one warms up
+
+
+def timed(fn) -> float:
+    """ms of one call of ``fn``."""
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
+
+
+def median_ms(fn, reps: int) -> float:
+    """Median ms of ``reps`` calls of ``fn``."""
+    return statistics.median(timed(fn) for _ in range(reps))

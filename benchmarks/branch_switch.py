@@ -22,11 +22,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
-from baseline import bare_model, decode_step, prompt_ids
+from baseline import bare_model, decode_step, prompt_ids, timed
 from token_explorer.config import Settings, StoreSettings
 from token_explorer.engine import Engine
 from token_explorer.model.loading import load_model
@@ -47,13 +46,6 @@ def switch_ms(engine: Engine, branches: tuple[list[int], list[int]], reps: int,
             decodes.append(decode())
             times.append(timed(lambda: (engine.set_tokens(target), engine.fill_lens())))
     return statistics.median(times), statistics.median(decodes)
-
-
-def timed(fn) -> float:
-    """ms of one call of ``fn``."""
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1000
 
 
 def main() -> None:

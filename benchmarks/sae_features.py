@@ -19,22 +19,15 @@ import argparse
 import dataclasses
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from baseline import bare_model, decode_ms, prompt_ids
+from baseline import bare_model, decode_ms, prompt_ids, timed
 from token_explorer.cache import ResultCache
 from token_explorer.config import CacheSettings, Settings
 from token_explorer.engine import Engine
 from token_explorer.model.loading import load_model
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1000
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -24,18 +24,9 @@ import statistics
 import time
 
 import torch
-from baseline import bare_model, decode_ms, prompt_ids
+from baseline import bare_model, decode_ms, median_ms, prompt_ids
 from token_explorer.engine import Engine
 from token_explorer.model.loading import load_model
-
-def median_ms(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
-
 
 def bench_length(n: int, bare, engines: dict[str, Engine], reps: int) -> dict[str, float]:
     plain, full = engines["table"], engines["all"]

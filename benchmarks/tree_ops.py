@@ -14,11 +14,9 @@ Run: ./dev.sh bench tree_ops   (or .venv/bin/python benchmarks/tree_ops.py)
 from __future__ import annotations
 
 import random
-import statistics
-import time
 
 import torch
-from baseline import bare_model, decode_ms, prompt_ids
+from baseline import bare_model, decode_ms, median_ms, prompt_ids
 from transformers import AutoTokenizer
 
 from token_explorer.model.loading import bundled_gguf, convert_gguf
@@ -27,15 +25,6 @@ from token_explorer.tui.screens.tree import tree_rows
 
 N = 1024
 FORKS = 200
-
-
-def median_ms(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def main() -> None:
